@@ -1,0 +1,244 @@
+//! The sandbox's long-lived state and its one job: buildings in, predictions out.
+//!
+//! [`App::init`] runs once, during Lambda's init phase: it loads ONNX Runtime and the model,
+//! builds the session and the HTTP client. [`App::predict`] runs per invocation and pays for
+//! none of that. Event shapes (direct, API Gateway, …) are `handler`'s business, not this.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ort::environment::Environment;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::config::Config;
+use crate::error::BuildingError;
+use crate::imagery::Imagery;
+use crate::imagery::fetch::{FetchSettings, Fetcher};
+use crate::imagery::template::TileTemplate;
+use crate::model::{Model, ModelOptions, init_onnx_runtime, ort_library_path};
+use crate::pipeline::Pipeline;
+use crate::preprocess::Normalisation;
+use crate::request::BuildingInput;
+
+/// Why the function could not start; reported to Lambda's `/runtime/init/error`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct InitError {
+    /// A readable `errorType`: `ConfigError`, `OnnxRuntimeError`, `ModelLoadError`, `ModelError`.
+    pub error_type: &'static str,
+    pub message: String,
+}
+
+impl InitError {
+    fn new(error_type: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            error_type,
+            message: message.into(),
+        }
+    }
+}
+
+/// The `model` block of every answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    pub uri: String,
+    pub version: String,
+    pub labels: Vec<String>,
+}
+
+/// The `timing` block of every answer (milliseconds unless named otherwise).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Timing {
+    pub total_ms: f64,
+    pub download_ms: f64,
+    pub decode_ms: f64,
+    pub inference_ms: f64,
+    pub model_load_ms: f64,
+    pub cold_start: bool,
+    pub throughput_per_s: f64,
+    pub batches: usize,
+    pub batch_size: usize,
+    pub images_fetched: usize,
+    pub cache_hits: usize,
+}
+
+/// A successful prediction for one building.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    pub label: String,
+    pub score: f32,
+    /// In label order.
+    pub probabilities: Vec<f32>,
+}
+
+pub type Outcome = Result<Scored, BuildingError>;
+
+/// Everything built once per sandbox.
+pub struct App {
+    pub config: Config,
+    pub model_info: ModelInfo,
+    pipeline: Pipeline,
+    model_load_ms: f64,
+    /// True until the first invocation has reported the cold start.
+    cold: AtomicBool,
+    /// ONNX Runtime's environment must outlive every session.
+    _environment: Environment,
+}
+
+impl App {
+    /// Loads ONNX Runtime, the model (S3 or file) and builds the session and HTTP client.
+    pub async fn init(config: Config) -> Result<Self, InitError> {
+        let template = TileTemplate::parse(&config.tile_url)
+            .map_err(|e| InitError::new("ConfigError", e.to_string()))?;
+        let library = ort_library_path(config.ort_dylib_path.as_deref());
+        let environment =
+            init_onnx_runtime(&library).map_err(|e| InitError::new("OnnxRuntimeError", e))?;
+
+        let started = Instant::now();
+        let source = crate::model_source::load(&config.model_uri)
+            .await
+            .map_err(|e| InitError::new("ModelLoadError", e))?;
+        let options = ModelOptions {
+            threads: config.inference_threads,
+            labels: config.model_labels.as_deref(),
+            chip_size: config.chip_size,
+        };
+        let model = Model::new(&environment, &source.bytes, &options).map_err(|e| {
+            InitError::new("ModelError", format!("model {}: {e}", config.model_uri))
+        })?;
+        let model_load_ms = ms(started.elapsed());
+        let version = source.version;
+
+        if let Some(fixed) = model.shape.fixed_batch
+            && fixed != config.batch_size
+        {
+            tracing::warn!(
+                model_batch = fixed,
+                batch_size = config.batch_size,
+                "the model has a fixed batch size; BATCH_SIZE follows it"
+            );
+        }
+        let chip_size = config
+            .chip_size
+            .unwrap_or(model.shape.width.max(model.shape.height) as u32);
+        let fetcher = Fetcher::new(FetchSettings {
+            timeout: config.download_timeout,
+            retries: config.download_retries,
+            max_bytes: config.max_image_bytes,
+            headers: config.tile_headers.clone(),
+            max_connections: config.max_concurrent_downloads,
+        })
+        .map_err(|e| InitError::new("ConfigError", format!("cannot build the HTTP client: {e}")))?;
+        let imagery = Imagery::new(
+            template,
+            fetcher,
+            config.tile_zoom,
+            chip_size,
+            config.tile_cache_bytes,
+        );
+        let model_info = ModelInfo {
+            uri: config.model_uri.to_string(),
+            version,
+            labels: model.labels.clone(),
+        };
+        tracing::info!(
+            model = %model_info.uri,
+            version = %model_info.version,
+            labels = %model_info.labels.join(","),
+            input = %format!("[N,3,{},{}]", model.shape.height, model.shape.width),
+            chip_size,
+            zoom = config.tile_zoom,
+            threads = config.inference_threads,
+            model_load_ms,
+            "model ready"
+        );
+        let pipeline = Pipeline {
+            model: Arc::new(model),
+            imagery: Arc::new(imagery),
+            normalisation: Normalisation::new(config.input_mean, config.input_std),
+            batch_size: config.batch_size,
+            download_slots: Arc::new(Semaphore::new(config.max_concurrent_downloads)),
+            decode_slots: Arc::new(Semaphore::new(config.inference_threads)),
+        };
+        Ok(Self {
+            config,
+            model_info,
+            pipeline,
+            model_load_ms,
+            cold: AtomicBool::new(true),
+            _environment: environment,
+        })
+    }
+
+    /// Predicts every building that parsed; the others keep their parse error. `outcomes[i]`
+    /// answers `buildings[i]`. `total_ms` is measured from `started` (the handler's start).
+    pub async fn predict(
+        &self,
+        buildings: &[BuildingInput],
+        cutoff: tokio::time::Instant,
+        started: Instant,
+    ) -> (Vec<Outcome>, Timing) {
+        let valid: Vec<_> = buildings
+            .iter()
+            .filter_map(|b| b.position.as_ref().ok().copied())
+            .collect();
+        let output = self.pipeline.run(&valid, cutoff).await;
+        let mut results = output.results.into_iter();
+        let outcomes: Vec<Outcome> = buildings
+            .iter()
+            .map(|b| match &b.position {
+                Err(error) => Err(error.clone()),
+                Ok(_) => results
+                    .next()
+                    .expect("one result per valid building")
+                    .map(|p| self.scored(p)),
+            })
+            .collect();
+        let cold_start = self.cold.swap(false, Ordering::SeqCst);
+        let total = started.elapsed();
+        let succeeded = outcomes.iter().filter(|o| o.is_ok()).count();
+        let s = output.stats;
+        let timing = Timing {
+            total_ms: ms(total),
+            download_ms: ms(s.download),
+            decode_ms: ms(s.decode),
+            inference_ms: ms(s.inference),
+            model_load_ms: if cold_start { self.model_load_ms } else { 0.0 },
+            cold_start,
+            throughput_per_s: round2(succeeded as f64 / total.as_secs_f64().max(1e-9)),
+            batches: s.batches,
+            batch_size: self
+                .pipeline
+                .model
+                .shape
+                .fixed_batch
+                .unwrap_or(self.config.batch_size),
+            images_fetched: s.images_fetched,
+            cache_hits: s.cache_hits,
+        };
+        (outcomes, timing)
+    }
+
+    fn scored(&self, probabilities: Vec<f32>) -> Scored {
+        let (best, score) = probabilities.iter().copied().enumerate().fold(
+            (0, f32::NEG_INFINITY),
+            |acc, (i, p)| if p > acc.1 { (i, p) } else { acc },
+        );
+        Scored {
+            label: self.model_info.labels[best].clone(),
+            score,
+            probabilities,
+        }
+    }
+}
+
+/// Milliseconds with two decimals: enough for timing, short in JSON.
+pub fn ms(d: Duration) -> f64 {
+    round2(d.as_secs_f64() * 1000.0)
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}

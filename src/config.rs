@@ -1,0 +1,464 @@
+//! Environment variables → a typed, validated [`Config`] with the documented defaults.
+//!
+//! Parsing is a pure function of a lookup (`from_lookup`), so every default and every
+//! rejection is unit-tested without touching the process environment. It owns names,
+//! defaults and range checks; it does not open files or reach the network.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the ONNX model lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelUri {
+    S3 { bucket: String, key: String },
+    File(PathBuf),
+}
+
+impl ModelUri {
+    /// `s3://bucket/key`, `file:///abs/path`, or a plain path.
+    pub fn parse(raw: &str) -> Result<Self, ConfigError> {
+        if let Some(rest) = raw.strip_prefix("s3://") {
+            let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() || key.is_empty() {
+                return Err(ConfigError::new(
+                    "MODEL_URI",
+                    raw,
+                    "an S3 URI needs a bucket and a key: s3://bucket/path/model.onnx",
+                ));
+            }
+            return Ok(Self::S3 {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+            });
+        }
+        let path = raw.strip_prefix("file://").unwrap_or(raw);
+        if path.is_empty() || raw.contains("://") && !raw.starts_with("file://") {
+            return Err(ConfigError::new(
+                "MODEL_URI",
+                raw,
+                "expected s3://bucket/key, file:///path or a local path",
+            ));
+        }
+        Ok(Self::File(PathBuf::from(path)))
+    }
+}
+
+impl std::fmt::Display for ModelUri {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::S3 { bucket, key } => write!(f, "s3://{bucket}/{key}"),
+            Self::File(path) => write!(f, "file://{}", path.display()),
+        }
+    }
+}
+
+/// Everything the function reads from its environment. Defaults are in `README.md`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub model_uri: ModelUri,
+    /// `MODEL_LABELS`; `None` → model metadata `labels`, else `class_0…`.
+    pub model_labels: Option<Vec<String>>,
+    /// Per-channel mean/std applied after scaling pixels to [0, 1].
+    pub input_mean: [f32; 3],
+    pub input_std: [f32; 3],
+    pub tile_url: String,
+    pub tile_zoom: u8,
+    /// `CHIP_SIZE`; `None` → the model's input size.
+    pub chip_size: Option<u32>,
+    pub batch_size: usize,
+    pub max_concurrent_downloads: usize,
+    pub max_buildings: usize,
+    /// Total ONNX Runtime threads.
+    pub inference_threads: usize,
+    pub ort_dylib_path: Option<PathBuf>,
+    pub download_timeout: Duration,
+    pub download_retries: u32,
+    pub max_image_bytes: usize,
+    /// Warm tile cache budget in bytes (`TILE_CACHE_MB`); 0 disables it.
+    pub tile_cache_bytes: usize,
+    /// `TILE_HEADERS` (a JSON object of header → value); never logged.
+    pub tile_headers: Vec<(String, String)>,
+    pub deadline_margin: Duration,
+    pub metrics_namespace: String,
+}
+
+/// A configuration value that cannot be used, with the variable, the value and the reason.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{name}={value:?}: {reason}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(name: &'static str, value: &str, reason: impl Into<String>) -> Self {
+        Self {
+            name,
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// One vCPU per 1,769 MB of function memory, at most 6 (Lambda's documented allocation).
+pub fn lambda_vcpus(memory_mb: u64) -> usize {
+    memory_mb.div_ceil(1769).clamp(1, 6) as usize
+}
+
+/// Default ONNX Runtime thread count: the cores this process may use, capped by what
+/// Lambda grants for the configured memory (ONNX Runtime's own detection sees the host).
+pub fn default_inference_threads(available: usize, lambda_memory_mb: Option<u64>) -> usize {
+    match lambda_memory_mb {
+        Some(mb) => available.min(lambda_vcpus(mb)).max(1),
+        None => available.max(1),
+    }
+}
+
+impl Config {
+    /// Reads the real process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Builds a config from any name → value lookup; empty values count as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let required = |name: &'static str| {
+            get(name).ok_or_else(|| {
+                ConfigError::new(name, "", "is required (see README: Configuration)")
+            })
+        };
+
+        let model_uri = ModelUri::parse(&required("MODEL_URI")?)?;
+        let model_labels = get("MODEL_LABELS").map(|raw| {
+            raw.split(',')
+                .map(|label| label.trim().to_string())
+                .collect::<Vec<_>>()
+        });
+        if let Some(labels) = &model_labels
+            && labels.iter().any(String::is_empty)
+        {
+            return Err(ConfigError::new(
+                "MODEL_LABELS",
+                &labels.join(","),
+                "empty label: expected comma-separated names like other,asbestos",
+            ));
+        }
+        let input_mean = channels("INPUT_MEAN", get("INPUT_MEAN"), 0.0)?;
+        let input_std = channels("INPUT_STD", get("INPUT_STD"), 1.0)?;
+        if input_std.iter().any(|s| *s <= 0.0) {
+            return Err(ConfigError::new(
+                "INPUT_STD",
+                &get("INPUT_STD").unwrap_or_default(),
+                "every standard deviation must be > 0",
+            ));
+        }
+        let tile_url = required("TILE_URL")?;
+        let tile_zoom = number("TILE_ZOOM", get("TILE_ZOOM"), 19u8, 0..=24)?;
+        let chip_size = match get("CHIP_SIZE") {
+            Some(raw) => Some(number("CHIP_SIZE", Some(raw), 0u32, 8..=2048)?),
+            None => None,
+        };
+        let batch_size = number("BATCH_SIZE", get("BATCH_SIZE"), 32usize, 1..=1024)?;
+        let max_concurrent_downloads = number(
+            "MAX_CONCURRENT_DOWNLOADS",
+            get("MAX_CONCURRENT_DOWNLOADS"),
+            50usize,
+            1..=1024,
+        )?;
+        let max_buildings = number(
+            "MAX_BUILDINGS",
+            get("MAX_BUILDINGS"),
+            1000usize,
+            1..=100_000,
+        )?;
+        let memory_mb = get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").and_then(|v| v.parse().ok());
+        let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let inference_threads = number(
+            "INFERENCE_THREADS",
+            get("INFERENCE_THREADS"),
+            default_inference_threads(available, memory_mb),
+            1..=64,
+        )?;
+        let download_timeout = Duration::from_millis(number(
+            "DOWNLOAD_TIMEOUT_MS",
+            get("DOWNLOAD_TIMEOUT_MS"),
+            10_000u64,
+            1..=900_000,
+        )?);
+        let download_retries = number("DOWNLOAD_RETRIES", get("DOWNLOAD_RETRIES"), 2u32, 0..=10)?;
+        let max_image_bytes = number(
+            "MAX_IMAGE_BYTES",
+            get("MAX_IMAGE_BYTES"),
+            8 * 1024 * 1024usize,
+            1024..=256 * 1024 * 1024,
+        )?;
+        let tile_cache_mb = number("TILE_CACHE_MB", get("TILE_CACHE_MB"), 256usize, 0..=10_240)?;
+        let tile_headers = match get("TILE_HEADERS") {
+            Some(raw) => headers(&raw)?,
+            None => Vec::new(),
+        };
+        let deadline_margin = Duration::from_millis(number(
+            "DEADLINE_MARGIN_MS",
+            get("DEADLINE_MARGIN_MS"),
+            500u64,
+            0..=60_000,
+        )?);
+        Ok(Self {
+            model_uri,
+            model_labels,
+            input_mean,
+            input_std,
+            tile_url,
+            tile_zoom,
+            chip_size,
+            batch_size,
+            max_concurrent_downloads,
+            max_buildings,
+            inference_threads,
+            ort_dylib_path: get("ORT_DYLIB_PATH").map(PathBuf::from),
+            download_timeout,
+            download_retries,
+            max_image_bytes,
+            tile_cache_bytes: tile_cache_mb * 1024 * 1024,
+            tile_headers,
+            deadline_margin,
+            metrics_namespace: get("METRICS_NAMESPACE")
+                .unwrap_or_else(|| "tilepredict".to_string()),
+        })
+    }
+}
+
+fn number<T>(
+    name: &'static str,
+    raw: Option<String>,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let Some(raw) = raw else { return Ok(default) };
+    let value: T = raw.parse().map_err(|_| {
+        ConfigError::new(
+            name,
+            &raw,
+            format!("not a whole number in {}..={}", range.start(), range.end()),
+        )
+    })?;
+    if !range.contains(&value) {
+        return Err(ConfigError::new(
+            name,
+            &raw,
+            format!("must be in {}..={}", range.start(), range.end()),
+        ));
+    }
+    Ok(value)
+}
+
+/// One value for all channels, or three comma-separated values (R,G,B).
+fn channels(
+    name: &'static str,
+    raw: Option<String>,
+    default: f32,
+) -> Result<[f32; 3], ConfigError> {
+    let Some(raw) = raw else {
+        return Ok([default; 3]);
+    };
+    let values: Result<Vec<f32>, _> = raw.split(',').map(|v| v.trim().parse::<f32>()).collect();
+    match values {
+        Ok(v) if v.iter().all(|x| x.is_finite()) && v.len() == 1 => Ok([v[0]; 3]),
+        Ok(v) if v.iter().all(|x| x.is_finite()) && v.len() == 3 => Ok([v[0], v[1], v[2]]),
+        _ => Err(ConfigError::new(
+            name,
+            &raw,
+            "expected one number or three comma-separated numbers (R,G,B), e.g. 0.485,0.456,0.406",
+        )),
+    }
+}
+
+/// `TILE_HEADERS` is a JSON object of string values: unambiguous for values holding `;` or `,`.
+fn headers(raw: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let invalid = |reason: &str| ConfigError {
+        name: "TILE_HEADERS",
+        value: "<redacted>".to_string(),
+        reason: reason.to_string(),
+    };
+    let parsed: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(raw).map_err(|_| {
+            invalid(r#"expected a JSON object like {"Referer": "https://example.org"}"#)
+        })?;
+    parsed
+        .into_iter()
+        .map(|(name, value)| match value {
+            serde_json::Value::String(value) => {
+                reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| invalid(&format!("{name:?} is not a valid header name")))?;
+                reqwest::header::HeaderValue::from_str(&value).map_err(|_| {
+                    invalid(&format!(
+                        "the value of {name:?} is not a valid header value"
+                    ))
+                })?;
+                Ok((name, value))
+            }
+            _ => Err(invalid(&format!("the value of {name:?} must be a string"))),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    const BASE: [(&str, &str); 2] = [
+        ("MODEL_URI", "s3://models/roof.onnx"),
+        ("TILE_URL", "https://t/{z}/{x}/{y}.png"),
+    ];
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let c = config(&BASE).unwrap();
+        assert_eq!(
+            c.model_uri,
+            ModelUri::S3 {
+                bucket: "models".into(),
+                key: "roof.onnx".into()
+            }
+        );
+        assert_eq!(
+            (
+                c.tile_zoom,
+                c.batch_size,
+                c.max_concurrent_downloads,
+                c.max_buildings
+            ),
+            (19, 32, 50, 1000)
+        );
+        assert_eq!(c.chip_size, None);
+        assert_eq!(c.input_mean, [0.0; 3]);
+        assert_eq!(c.input_std, [1.0; 3]);
+        assert_eq!(c.download_timeout, Duration::from_secs(10));
+        assert_eq!(c.download_retries, 2);
+        assert_eq!(c.max_image_bytes, 8 << 20);
+        assert_eq!(c.tile_cache_bytes, 256 << 20);
+        assert_eq!(c.deadline_margin, Duration::from_millis(500));
+        assert_eq!(c.metrics_namespace, "tilepredict");
+        assert!(c.inference_threads >= 1);
+    }
+
+    #[test]
+    fn required_variables_are_named_when_missing() {
+        let err = config(&[("TILE_URL", "x")]).unwrap_err();
+        assert_eq!(err.name, "MODEL_URI");
+        let err = config(&[("MODEL_URI", "/m.onnx")]).unwrap_err();
+        assert_eq!(err.name, "TILE_URL");
+    }
+
+    #[test]
+    fn model_uri_forms() {
+        assert_eq!(
+            ModelUri::parse("/opt/m.onnx").unwrap(),
+            ModelUri::File("/opt/m.onnx".into())
+        );
+        assert_eq!(
+            ModelUri::parse("file:///opt/m.onnx").unwrap(),
+            ModelUri::File("/opt/m.onnx".into())
+        );
+        assert_eq!(
+            ModelUri::parse("s3://b/dir/m.onnx").unwrap(),
+            ModelUri::S3 {
+                bucket: "b".into(),
+                key: "dir/m.onnx".into()
+            }
+        );
+        assert!(ModelUri::parse("s3://bucket-only").is_err());
+        assert!(ModelUri::parse("https://example.org/m.onnx").is_err());
+    }
+
+    #[test]
+    fn normalisation_takes_one_or_three_values() {
+        let c = config(&[
+            BASE[0],
+            BASE[1],
+            ("INPUT_MEAN", "0.485, 0.456,0.406"),
+            ("INPUT_STD", "0.5"),
+        ])
+        .unwrap();
+        assert_eq!(c.input_mean, [0.485, 0.456, 0.406]);
+        assert_eq!(c.input_std, [0.5; 3]);
+        assert!(config(&[BASE[0], BASE[1], ("INPUT_MEAN", "1,2")]).is_err());
+        assert!(config(&[BASE[0], BASE[1], ("INPUT_STD", "0")]).is_err());
+        assert!(config(&[BASE[0], BASE[1], ("INPUT_MEAN", "nan")]).is_err());
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_rejected_with_the_range() {
+        let err = config(&[BASE[0], BASE[1], ("BATCH_SIZE", "0")]).unwrap_err();
+        assert_eq!(err.name, "BATCH_SIZE");
+        assert!(err.reason.contains("1..=1024"), "{err}");
+        assert!(config(&[BASE[0], BASE[1], ("TILE_ZOOM", "abc")]).is_err());
+        assert!(config(&[BASE[0], BASE[1], ("TILE_ZOOM", "25")]).is_err());
+        assert_eq!(
+            config(&[BASE[0], BASE[1], ("TILE_CACHE_MB", "0")])
+                .unwrap()
+                .tile_cache_bytes,
+            0
+        );
+    }
+
+    #[test]
+    fn labels_are_split_and_trimmed() {
+        let c = config(&[BASE[0], BASE[1], ("MODEL_LABELS", "other, asbestos")]).unwrap();
+        assert_eq!(
+            c.model_labels,
+            Some(vec!["other".to_string(), "asbestos".to_string()])
+        );
+        assert!(config(&[BASE[0], BASE[1], ("MODEL_LABELS", "a,,b")]).is_err());
+    }
+
+    #[test]
+    fn tile_headers_are_a_json_object_and_never_echoed_in_errors() {
+        let c = config(&[
+            BASE[0],
+            BASE[1],
+            (
+                "TILE_HEADERS",
+                r#"{"Referer":"https://x.org","X-Key":"s3cret"}"#,
+            ),
+        ])
+        .unwrap();
+        assert_eq!(c.tile_headers.len(), 2);
+        let err = config(&[
+            BASE[0],
+            BASE[1],
+            ("TILE_HEADERS", "Authorization: Bearer s3cret"),
+        ])
+        .unwrap_err();
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn vcpus_follow_lambda_memory() {
+        assert_eq!(lambda_vcpus(128), 1);
+        assert_eq!(lambda_vcpus(1769), 1);
+        assert_eq!(lambda_vcpus(3008), 2);
+        assert_eq!(lambda_vcpus(10_240), 6);
+        assert_eq!(default_inference_threads(8, Some(3008)), 2);
+        assert_eq!(default_inference_threads(2, Some(10_240)), 2);
+        assert_eq!(default_inference_threads(4, None), 4);
+    }
+}

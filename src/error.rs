@@ -1,0 +1,118 @@
+//! The closed set of errors a caller can see: per-building errors (one building failed, the
+//! rest of the batch goes on) and request-level errors (the whole request is refused).
+//!
+//! Codes are part of the public contract (README "Errors"): add, never rename.
+
+use serde::Serialize;
+
+/// Why one building got no prediction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The building entry is not an object, or its `id` is not a string/number or too long.
+    InvalidBuilding,
+    /// `lat`/`lon` missing, not finite numbers, or outside web-mercator's range.
+    InvalidCoordinates,
+    /// The imagery could not be fetched (HTTP error, timeout, connection refused, missing file).
+    ImageUnavailable,
+    /// The imagery arrived but is not a usable image (HTML error page, truncated, too large).
+    ImageInvalid,
+    /// The invocation's deadline came before this building's chip was ready.
+    DeadlineExceeded,
+    /// ONNX Runtime failed (or a worker panicked) on the batch holding this building.
+    InferenceFailed,
+}
+
+impl ErrorCode {
+    /// The snake_case name, as serialised.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidBuilding => "invalid_building",
+            Self::InvalidCoordinates => "invalid_coordinates",
+            Self::ImageUnavailable => "image_unavailable",
+            Self::ImageInvalid => "image_invalid",
+            Self::DeadlineExceeded => "deadline_exceeded",
+            Self::InferenceFailed => "inference_failed",
+        }
+    }
+}
+
+/// A per-building error: `{"code": "...", "message": "..."}` in the answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BuildingError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl BuildingError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Why a whole request was refused (nothing was predicted).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RequestError {
+    /// Not JSON, an unknown shape, no buildings array, an empty list, or bad base64.
+    #[error("{0}")]
+    Invalid(String),
+    /// More buildings than `MAX_BUILDINGS`.
+    #[error(
+        "{count} buildings in one request; the limit is {limit} (MAX_BUILDINGS): split the request"
+    )]
+    TooManyBuildings { count: usize, limit: usize },
+    /// A body larger than the function accepts.
+    #[error("request body is {size} bytes; the limit is {limit}")]
+    PayloadTooLarge { size: usize, limit: usize },
+    /// Our own fault: a bug or a broken dependency, never the caller's input.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl RequestError {
+    /// The snake_case code used in JSON error bodies (`{"error": {"code", "message"}}`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Invalid(_) => "invalid_request",
+            Self::TooManyBuildings { .. } => "too_many_buildings",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+
+    /// The Lambda `errorType` for direct invokes: a readable name, not a Rust type path.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::Invalid(_) => "InvalidRequest",
+            Self::TooManyBuildings { .. } => "TooManyBuildings",
+            Self::PayloadTooLarge { .. } => "PayloadTooLarge",
+            Self::Internal(_) => "InternalError",
+        }
+    }
+
+    /// The HTTP status for API Gateway callers.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::Invalid(_) => 400,
+            Self::TooManyBuildings { .. } | Self::PayloadTooLarge { .. } => 413,
+            Self::Internal(_) => 500,
+        }
+    }
+
+    /// `{"error": {"code": ..., "message": ...}}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}})
+    }
+}
+
+impl From<RequestError> for lambda_runtime::Diagnostic {
+    fn from(error: RequestError) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: error.error_type().to_string(),
+            error_message: error.to_string(),
+        }
+    }
+}

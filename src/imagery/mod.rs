@@ -1,0 +1,81 @@
+//! Imagery: from a building's position to the decoded images its chip needs.
+//!
+//! `template` turns `TILE_URL` into URLs, `fetch` gets bytes, `decode` makes RGB8 images,
+//! `chip` stitches them, `cache` keeps them warm across invocations. The pipeline decides
+//! when each step runs; this module only knows how.
+
+pub mod cache;
+pub mod chip;
+pub mod decode;
+pub mod fetch;
+pub mod template;
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use image::RgbImage;
+use tokio::time::Instant;
+
+use crate::error::BuildingError;
+use crate::geo::{ChipWindow, LatLon};
+use cache::ImageCache;
+use fetch::Fetcher;
+use template::{ImagePart, TileTemplate};
+
+/// Everything needed to turn positions into chip images; one per sandbox.
+pub struct Imagery {
+    template: TileTemplate,
+    fetcher: Fetcher,
+    cache: Option<Mutex<ImageCache>>,
+    zoom: u8,
+    chip_size: u32,
+}
+
+impl Imagery {
+    pub fn new(
+        template: TileTemplate,
+        fetcher: Fetcher,
+        zoom: u8,
+        chip_size: u32,
+        cache_bytes: usize,
+    ) -> Self {
+        Self {
+            template,
+            fetcher,
+            cache: (cache_bytes > 0).then(|| Mutex::new(ImageCache::new(cache_bytes))),
+            zoom,
+            chip_size,
+        }
+    }
+
+    pub fn template(&self) -> &TileTemplate {
+        &self.template
+    }
+
+    /// Chip side in source pixels (before resizing to the model's input).
+    pub fn chip_size(&self) -> u32 {
+        self.chip_size
+    }
+
+    /// The images the chip centred on `p` needs, with their placement.
+    pub fn plan(&self, p: LatLon) -> Vec<ImagePart> {
+        self.template
+            .plan(&ChipWindow::centred_on(p, self.zoom, self.chip_size))
+    }
+
+    pub fn cached(&self, url: &str) -> Option<Arc<RgbImage>> {
+        self.cache.as_ref()?.lock().ok()?.get(url)
+    }
+
+    pub fn remember(&self, url: &str, image: &Arc<RgbImage>) {
+        if let Some(cache) = &self.cache
+            && let Ok(mut cache) = cache.lock()
+        {
+            cache.put(url.to_string(), Arc::clone(image));
+        }
+    }
+
+    pub async fn fetch(&self, url: &str, cutoff: Instant) -> Result<Bytes, BuildingError> {
+        self.fetcher.fetch(url, cutoff).await
+    }
+}

@@ -1,0 +1,138 @@
+//! The `bootstrap` executable: reads the configuration, builds the sandbox's state once
+//! (ONNX Runtime, the model, the HTTP client), then serves Lambda invocations.
+//!
+//! `bootstrap invoke EVENT.json` runs one event locally and prints the answer (used by
+//! `make run`); with no arguments it is the Lambda function.
+
+use std::process::ExitCode;
+
+use lambda_runtime::{LambdaEvent, service_fn};
+use serde_json::Value;
+use tilepredict::app::{App, InitError};
+use tilepredict::config::Config;
+use tilepredict::handler;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    init_logging();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let local_event = match args.as_slice() {
+        [] => None,
+        [cmd, path] if cmd == "invoke" => Some(path.clone()),
+        _ => {
+            eprintln!(
+                "usage: bootstrap              (as an AWS Lambda function)\n       bootstrap invoke EVENT.json   (run one event locally, print the answer)"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let app = match init().await {
+        Ok(app) => app,
+        Err(error) => {
+            tracing::error!(
+                error_type = error.error_type,
+                "init failed: {}",
+                error.message
+            );
+            if local_event.is_none() {
+                report_init_error(&error).await;
+            } else {
+                eprintln!("init failed ({}): {}", error.error_type, error.message);
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    match local_event {
+        Some(path) => invoke_local(&app, &path).await,
+        None => serve(&app).await,
+    }
+}
+
+async fn init() -> Result<App, InitError> {
+    let config = Config::from_env().map_err(|e| InitError {
+        error_type: "ConfigError",
+        message: e.to_string(),
+    })?;
+    App::init(config).await
+}
+
+async fn serve(app: &App) -> ExitCode {
+    let handler = service_fn(|event: LambdaEvent<Value>| async move {
+        let deadline = event.context.deadline();
+        handler::handle(app, event.payload, Some(deadline)).await
+    });
+    match lambda_runtime::run(handler).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("the Lambda runtime stopped: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn invoke_local(app: &App, path: &str) -> ExitCode {
+    let event = match std::fs::read(path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|e| e.to_string()))
+    {
+        Ok(event) => event,
+        Err(error) => {
+            eprintln!("cannot read event {path}: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match handler::handle(app, event, None).await {
+        Ok(answer) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&answer).expect("JSON values serialise")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&error.to_json()).expect("JSON values serialise")
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// JSON logs on stderr (Lambda ships both streams to CloudWatch; stdout stays clean for
+/// `bootstrap invoke`). `RUST_LOG` wins, else Lambda's `AWS_LAMBDA_LOG_LEVEL`, else info.
+fn init_logging() {
+    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
+        .map(|l| l.to_lowercase())
+        .unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_current_span(false)
+        .init();
+}
+
+/// Tells Lambda why init failed (`/runtime/init/error`), so the error shows as a readable
+/// `errorType` rather than "Runtime exited".
+async fn report_init_error(error: &InitError) {
+    let Ok(api) = std::env::var("AWS_LAMBDA_RUNTIME_API") else {
+        return;
+    };
+    let body = serde_json::json!({"errorType": error.error_type, "errorMessage": error.message});
+    let sent = reqwest::Client::new()
+        .post(format!("http://{api}/2018-06-01/runtime/init/error"))
+        .header(
+            "Lambda-Runtime-Function-Error-Type",
+            format!("Runtime.{}", error.error_type),
+        )
+        .header("Content-Type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await;
+    if let Err(e) = sent {
+        tracing::error!("could not report the init error to the Runtime API: {e}");
+    }
+}
