@@ -11,7 +11,7 @@ CARGO ?= cargo
 # Tests and local runs load ONNX Runtime from here (in Lambda it sits beside bootstrap).
 export ORT_DYLIB_PATH ?= $(ORT_LIB)
 
-.PHONY: all build release ort run test lint fmt clippy clean
+.PHONY: all build release ort run test lint fmt clippy clean bench-registry
 
 all: build
 
@@ -46,6 +46,11 @@ run: release ort
 ## test: everything the tests need, then the whole suite.
 test: ort
 	$(CARGO) test --all-targets
+
+## bench-registry: load time, memory and lookup cost of generated 1,000,000-point registers
+## (written to .bench/). Release build; about a minute on 2 vCPUs once built.
+bench-registry:
+	$(CARGO) run --release --example registry_bench
 
 fmt:
 	$(CARGO) fmt --all
