@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use ort::environment::Environment;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
@@ -17,7 +16,7 @@ use crate::error::BuildingError;
 use crate::imagery::Imagery;
 use crate::imagery::fetch::{FetchSettings, Fetcher};
 use crate::imagery::template::TileTemplate;
-use crate::model::{Model, ModelOptions, init_onnx_runtime, ort_library_path};
+use crate::model::{Model, ModelOptions, onnx_runtime, ort_library_path};
 use crate::pipeline::Pipeline;
 use crate::preprocess::Normalisation;
 use crate::request::BuildingInput;
@@ -83,8 +82,6 @@ pub struct App {
     model_load_ms: f64,
     /// True until the first invocation has reported the cold start.
     cold: AtomicBool,
-    /// ONNX Runtime's environment must outlive every session.
-    _environment: Environment,
 }
 
 impl App {
@@ -94,7 +91,7 @@ impl App {
             .map_err(|e| InitError::new("ConfigError", e.to_string()))?;
         let library = ort_library_path(config.ort_dylib_path.as_deref());
         let environment =
-            init_onnx_runtime(&library).map_err(|e| InitError::new("OnnxRuntimeError", e))?;
+            onnx_runtime(&library).map_err(|e| InitError::new("OnnxRuntimeError", e))?;
 
         let started = Instant::now();
         let source = crate::model_source::load(&config.model_uri)
@@ -105,7 +102,7 @@ impl App {
             labels: config.model_labels.as_deref(),
             chip_size: config.chip_size,
         };
-        let model = Model::new(&environment, &source.bytes, &options).map_err(|e| {
+        let model = Model::new(environment, &source.bytes, &options).map_err(|e| {
             InitError::new("ModelError", format!("model {}: {e}", config.model_uri))
         })?;
         let model_load_ms = ms(started.elapsed());
@@ -168,7 +165,6 @@ impl App {
             pipeline,
             model_load_ms,
             cold: AtomicBool::new(true),
-            _environment: environment,
         })
     }
 

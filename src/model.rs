@@ -46,9 +46,18 @@ fn beside_executable(name: &Path) -> Option<PathBuf> {
 
 /// Loads the library and creates the process's one ONNX Runtime environment.
 ///
+/// ONNX Runtime allows one environment per process (a second fails even after the first is
+/// dropped), so it is created once and shared; later calls return it whatever `library` says.
 /// Checks the file first: `ort` panics on some bad paths, and a missing library should say
 /// where it was looked for and how to get it.
-pub fn init_onnx_runtime(library: &Path) -> Result<Environment, String> {
+pub fn onnx_runtime(library: &Path) -> Result<&'static Environment, String> {
+    static ENVIRONMENT: Mutex<Option<&'static Environment>> = Mutex::new(None);
+    let mut slot = ENVIRONMENT
+        .lock()
+        .map_err(|_| "the ONNX Runtime environment lock is poisoned")?;
+    if let Some(environment) = *slot {
+        return Ok(environment);
+    }
     if !library.is_file() {
         return Err(format!(
             "ONNX Runtime library not found at {} (set ORT_DYLIB_PATH, or run `make ort` to fetch \
@@ -56,12 +65,15 @@ pub fn init_onnx_runtime(library: &Path) -> Result<Environment, String> {
             library.display()
         ));
     }
-    ort::init_from(library)
+    let environment = ort::init_from(library)
         .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", library.display()))?
         .with_name("tilepredict")
         .with_telemetry(false)
         .build()
-        .map_err(|e| format!("cannot create the ONNX Runtime environment: {e}"))
+        .map_err(|e| format!("cannot create the ONNX Runtime environment: {e}"))?;
+    let environment: &'static Environment = Box::leak(Box::new(environment));
+    *slot = Some(environment);
+    Ok(environment)
 }
 
 /// What the model expects and answers, read from the model itself.

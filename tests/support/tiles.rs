@@ -3,14 +3,19 @@
 
 use std::collections::HashMap;
 use std::io::Cursor;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use image::RgbImage;
+use tokio::sync::oneshot;
 
-/// Decides the answer to one request. Called on the request's own thread.
+/// Decides the answer to one request. Called on a blocking thread of the server's runtime.
 #[allow(dead_code)]
 pub type Handler = Arc<dyn Fn(&TileRequest) -> TileResponse + Send + Sync>;
 
@@ -79,38 +84,60 @@ struct Log {
 /// Serves on `127.0.0.1:<ephemeral>`, one thread per request. Dropping it stops accepting.
 #[allow(dead_code)]
 pub struct TileServer {
-    server: Arc<tiny_http::Server>,
+    addr: SocketAddr,
     log: Arc<Mutex<Log>>,
-    stop: Arc<AtomicBool>,
+    shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
+/// hyper on its own runtime thread: every connection gets a task, so a burst of concurrent
+/// connections (the pipeline opens up to MAX_CONCURRENT_DOWNLOADS at once) is served at once.
+/// (tiny_http's task pool was seen to park some connections of such a burst until another
+/// connection closed, which looked exactly like a client timeout.)
 #[allow(dead_code)]
 impl TileServer {
     pub fn start(handler: Handler) -> TileServer {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind tile server"));
         let log = Arc::new(Mutex::new(Log::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (server, log, stop) = (server.clone(), log.clone(), stop.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    let Ok(rq) = server.recv() else { continue };
-                    let (log, handler) = (log.clone(), handler.clone());
-                    std::thread::spawn(move || serve(rq, &log, &*handler));
+        let (shutdown, mut stop) = oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let server_log = log.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("tokio runtime for the tile server");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind tile server");
+                ready_tx.send(listener.local_addr().unwrap()).unwrap();
+                loop {
+                    tokio::select! {
+                        _ = &mut stop => break,
+                        accepted = listener.accept() => {
+                            let Ok((socket, _)) = accepted else { continue };
+                            let (log, handler) = (server_log.clone(), handler.clone());
+                            let svc = hyper::service::service_fn(move |req| serve(req, log.clone(), handler.clone()));
+                            tokio::spawn(async move {
+                                let conn = ConnBuilder::new(TokioExecutor::new());
+                                let _ = conn.serve_connection(TokioIo::new(socket), svc).await;
+                            });
+                        }
+                    }
                 }
-            })
-        };
+            });
+            rt.shutdown_timeout(Duration::from_secs(1));
+        });
+        let addr = ready_rx.recv().expect("tile server failed to start");
         TileServer {
-            server,
+            addr,
             log,
-            stop,
+            shutdown: Some(shutdown),
             thread: Some(thread),
         }
     }
 
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.server.server_addr().to_ip().unwrap())
+        format!("http://{}", self.addr)
     }
 
     /// Requests received for exactly this path (plus `?query` if it had one).
@@ -133,17 +160,25 @@ impl TileServer {
     }
 }
 
-fn serve(
-    mut rq: tiny_http::Request,
-    log: &Mutex<Log>,
-    handler: &(dyn Fn(&TileRequest) -> TileResponse + Send + Sync),
-) {
-    let url = rq.url().to_string();
+async fn serve(
+    rq: hyper::Request<hyper::body::Incoming>,
+    log: Arc<Mutex<Log>>,
+    handler: Handler,
+) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
+    let url = rq
+        .uri()
+        .path_and_query()
+        .map_or_else(|| rq.uri().path().to_string(), |pq| pq.as_str().to_string());
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     let headers = rq
         .headers()
         .iter()
-        .map(|h| (h.field.to_string(), h.value.to_string()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     let req = {
         let mut log = log.lock().unwrap();
@@ -158,24 +193,27 @@ fn serve(
         log.all.push(req.clone());
         req
     };
-    let _ = std::io::copy(rq.as_reader(), &mut std::io::sink());
-    let resp = handler(&req);
-    std::thread::sleep(resp.delay);
-    let mut out = tiny_http::Response::from_data(resp.body)
-        .with_status_code(resp.status)
-        .with_chunked_threshold(usize::MAX); // always Content-Length, like typical tile servers
-    let mut headers = resp.headers;
-    headers.push(("Content-Type".into(), resp.content_type));
-    for (k, v) in headers {
-        out.add_header(tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).unwrap());
+    let resp = tokio::task::spawn_blocking(move || handler(&req))
+        .await
+        .expect("tile handler panicked");
+    tokio::time::sleep(resp.delay).await;
+    // Always Content-Length (a Full body), like typical tile servers.
+    let mut out = hyper::Response::builder()
+        .status(resp.status)
+        .header("Content-Type", resp.content_type);
+    for (k, v) in resp.headers {
+        out = out.header(k, v);
     }
-    let _ = rq.respond(out);
+    Ok(out
+        .body(Full::new(Bytes::from(resp.body)))
+        .expect("valid response"))
 }
 
 impl Drop for TileServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.server.unblock();
+        if let Some(stop) = self.shutdown.take() {
+            let _ = stop.send(());
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
