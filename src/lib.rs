@@ -4,12 +4,16 @@
 //! `main.rs` only wires these together: `config` (environment → settings), `geo` (web
 //! mercator), `imagery` (URLs, fetch, decode, stitch, cache), `preprocess` (pixels → tensor),
 //! `model_source` + `model` (bytes → ONNX Runtime session), `pipeline` (the overlapped
-//! fetch/infer loop), `request` (bodies → buildings), `app` (per-sandbox state) and
-//! `handler` (event shapes → answers).
+//! fetch/infer loop), `request` (building lists → buildings), `app` (per-sandbox state),
+//! `events` (event shapes: direct, GeoJSON, API Gateway, Step Functions; with `centroid` for
+//! footprints), `answer` (outcomes → JSON) and `handler` (one invocation, end to end).
 
+pub mod answer;
 pub mod app;
+pub mod centroid;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod geo;
 pub mod handler;
 pub mod imagery;
