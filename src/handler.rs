@@ -17,8 +17,6 @@ use crate::app::{App, Outcome, Timing};
 use crate::error::RequestError;
 use crate::events::{self, Request, Shape, apigw};
 
-pub use crate::events::ACCEPTED_SHAPES;
-
 /// Handles one invocation. `deadline` is Lambda's (None when run locally).
 pub async fn handle(
     app: &App,
@@ -28,12 +26,13 @@ pub async fn handle(
     let started = Instant::now();
     let cutoff = cutoff(deadline, app.config.deadline_margin);
     let result = match events::detect(&event) {
-        Ok(Shape::ApiGatewayV1) => Ok(http(app, apigw::Version::V1, event, cutoff, started).await),
-        Ok(Shape::ApiGatewayV2) => Ok(http(app, apigw::Version::V2, event, cutoff, started).await),
-        Ok(shape) => match events::parse(shape, event, app.config.max_buildings) {
-            Ok(request) => guarded(answer(app, shape, request, cutoff, started)).await,
-            Err(error) => Err(error),
-        },
+        Ok(Shape::ApiGateway(version)) => Ok(http(app, version, event, cutoff, started).await),
+        Ok(shape @ Shape::Payload(payload)) => {
+            match events::parse(payload, event, app.config.max_buildings) {
+                Ok(request) => guarded(answer(app, shape, request, cutoff, started)).await,
+                Err(error) => Err(error),
+            }
+        }
         Err(error) => Err(error),
     };
     if let Err(error) = &result {
@@ -50,10 +49,7 @@ async fn http(
     cutoff: tokio::time::Instant,
     started: Instant,
 ) -> Value {
-    let shape = match version {
-        apigw::Version::V1 => Shape::ApiGatewayV1,
-        apigw::Version::V2 => Shape::ApiGatewayV2,
-    };
+    let shape = Shape::ApiGateway(version);
     let request = apigw::body(version, event, app.config.max_body_bytes)
         .and_then(|body| events::parse_body(&body, app.config.max_buildings));
     let answered = match request {

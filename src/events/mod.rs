@@ -32,22 +32,30 @@ pub const ACCEPTED_SHAPES: &str = "a direct invoke {\"buildings\": [{\"id\", \"l
 /// What the event is, from its markers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
+    /// A request answered as the invocation's result.
+    Payload(Payload),
+    /// An API Gateway proxy event: its body holds the request, the answer is a proxy response.
+    ApiGateway(apigw::Version),
+}
+
+/// The requests that come as the event itself ([`Payload::Direct`] and [`Payload::GeoJson`]
+/// also come as an API Gateway body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payload {
     Direct,
     GeoJson,
     StepFunctionsBatch,
-    ApiGatewayV1,
-    ApiGatewayV2,
 }
 
 impl Shape {
     /// A short name for logs and messages.
     pub fn name(self) -> &'static str {
         match self {
-            Self::Direct => "direct",
-            Self::GeoJson => "geojson",
-            Self::StepFunctionsBatch => "stepfunctions_batch",
-            Self::ApiGatewayV1 => "apigw_rest",
-            Self::ApiGatewayV2 => "apigw_http",
+            Self::Payload(Payload::Direct) => "direct",
+            Self::Payload(Payload::GeoJson) => "geojson",
+            Self::Payload(Payload::StepFunctionsBatch) => "stepfunctions_batch",
+            Self::ApiGateway(apigw::Version::V1) => "apigw_rest",
+            Self::ApiGateway(apigw::Version::V2) => "apigw_http",
         }
     }
 }
@@ -61,14 +69,20 @@ pub fn detect(event: &Value) -> Result<Shape, RequestError> {
         )));
     };
     let markers = [
-        (Shape::Direct, object.contains_key("buildings")),
         (
-            Shape::GeoJson,
+            Shape::Payload(Payload::Direct),
+            object.contains_key("buildings"),
+        ),
+        (
+            Shape::Payload(Payload::GeoJson),
             object.get("type").and_then(Value::as_str) == Some("FeatureCollection"),
         ),
-        (Shape::StepFunctionsBatch, object.contains_key("Items")),
-        (Shape::ApiGatewayV2, is_http_api(object)),
-        (Shape::ApiGatewayV1, is_rest_api(object)),
+        (
+            Shape::Payload(Payload::StepFunctionsBatch),
+            object.contains_key("Items"),
+        ),
+        (Shape::ApiGateway(apigw::Version::V2), is_http_api(object)),
+        (Shape::ApiGateway(apigw::Version::V1), is_rest_api(object)),
     ];
     let found: Vec<Shape> = markers
         .iter()
@@ -164,16 +178,20 @@ impl Request {
     }
 }
 
-/// Parses an event whose shape [`detect`] found, other than API Gateway's (see [`parse_body`]).
-pub fn parse(shape: Shape, event: Value, max_buildings: usize) -> Result<Request, RequestError> {
+/// Parses a request that came as the event itself (API Gateway's come via [`parse_body`]).
+pub fn parse(
+    payload: Payload,
+    event: Value,
+    max_buildings: usize,
+) -> Result<Request, RequestError> {
     let Value::Object(object) = event else {
         return Err(RequestError::Invalid(format!(
             "the event is {}, not an object",
             kind(&event)
         )));
     };
-    match shape {
-        Shape::Direct => match object.get("buildings") {
+    match payload {
+        Payload::Direct => match object.get("buildings") {
             Some(Value::Array(list)) => {
                 Ok(Request::Direct(parse_building_list(list, max_buildings)?))
             }
@@ -183,13 +201,10 @@ pub fn parse(shape: Shape, event: Value, max_buildings: usize) -> Result<Request
             ))),
             None => Err(RequestError::Invalid("no \"buildings\" member".into())),
         },
-        Shape::GeoJson => Ok(Request::GeoJson(geojson::parse(object, max_buildings)?)),
-        Shape::StepFunctionsBatch => {
+        Payload::GeoJson => Ok(Request::GeoJson(geojson::parse(object, max_buildings)?)),
+        Payload::StepFunctionsBatch => {
             Ok(Request::Batch(stepfunctions::parse(object, max_buildings)?))
         }
-        Shape::ApiGatewayV1 | Shape::ApiGatewayV2 => Err(RequestError::Internal(
-            "an API Gateway event was parsed as a request body".into(),
-        )),
     }
 }
 
@@ -201,7 +216,9 @@ pub fn parse_body(body: &[u8], max_buildings: usize) -> Result<Request, RequestE
         ))
     })?;
     match detect(&value) {
-        Ok(shape @ (Shape::Direct | Shape::GeoJson)) => parse(shape, value, max_buildings),
+        Ok(Shape::Payload(payload @ (Payload::Direct | Payload::GeoJson))) => {
+            parse(payload, value, max_buildings)
+        }
         Ok(other) => Err(RequestError::Invalid(format!(
             "an API Gateway request body must be {{\"buildings\": [...]}} or a GeoJSON FeatureCollection, not a {} event",
             other.name()
@@ -217,6 +234,12 @@ pub fn parse_body(body: &[u8], max_buildings: usize) -> Result<Request, RequestE
 mod tests {
     use super::*;
     use serde_json::json;
+
+    const DIRECT: Shape = Shape::Payload(Payload::Direct);
+    const GEOJSON: Shape = Shape::Payload(Payload::GeoJson);
+    const BATCH: Shape = Shape::Payload(Payload::StepFunctionsBatch);
+    const HTTP_API: Shape = Shape::ApiGateway(apigw::Version::V2);
+    const REST_API: Shape = Shape::ApiGateway(apigw::Version::V1);
 
     fn fixture(name: &str) -> Value {
         let path = format!("{}/tests/fixtures/apigw/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -238,20 +261,17 @@ mod tests {
     #[test]
     fn each_shape_is_recognised_by_its_marker() {
         let cases = [
-            (json!({"buildings": []}), Shape::Direct),
+            (json!({"buildings": []}), DIRECT),
             (
                 json!({"type": "FeatureCollection", "features": []}),
-                Shape::GeoJson,
+                GEOJSON,
             ),
-            (
-                json!({"Items": [], "BatchInput": {}}),
-                Shape::StepFunctionsBatch,
-            ),
-            (json!({"Items": []}), Shape::StepFunctionsBatch),
-            (fixture("v2-request-iam.json"), Shape::ApiGatewayV2),
-            (fixture("sam-http-request.json"), Shape::ApiGatewayV2),
-            (fixture("rest-request.json"), Shape::ApiGatewayV1),
-            (fixture("sam-rest-request.json"), Shape::ApiGatewayV1),
+            (json!({"Items": [], "BatchInput": {}}), BATCH),
+            (json!({"Items": []}), BATCH),
+            (fixture("v2-request-iam.json"), HTTP_API),
+            (fixture("sam-http-request.json"), HTTP_API),
+            (fixture("rest-request.json"), REST_API),
+            (fixture("sam-rest-request.json"), REST_API),
         ];
         for (event, want) in cases {
             assert_eq!(detect(&event).unwrap(), want, "{event}");
@@ -261,11 +281,11 @@ mod tests {
     #[test]
     fn the_shipped_events_are_the_shapes_their_names_say() {
         for (name, want) in [
-            ("direct.json", Shape::Direct),
-            ("geojson.json", Shape::GeoJson),
-            ("apigw-http.json", Shape::ApiGatewayV2),
-            ("apigw-rest.json", Shape::ApiGatewayV1),
-            ("sfn-batch.json", Shape::StepFunctionsBatch),
+            ("direct.json", DIRECT),
+            ("geojson.json", GEOJSON),
+            ("apigw-http.json", HTTP_API),
+            ("apigw-rest.json", REST_API),
+            ("sfn-batch.json", BATCH),
         ] {
             assert_eq!(detect(&shipped_event(name)).unwrap(), want, "{name}");
         }
@@ -330,7 +350,7 @@ mod tests {
 
     #[test]
     fn a_direct_request_needs_an_array() {
-        let text = message(parse(Shape::Direct, json!({"buildings": {}}), 5).unwrap_err());
+        let text = message(parse(Payload::Direct, json!({"buildings": {}}), 5).unwrap_err());
         assert_eq!(text, "\"buildings\" must be an array, not an object");
     }
 }
