@@ -7,11 +7,19 @@ ORT_DIR := $(CURDIR)/.ort
 ORT_LIB := $(ORT_DIR)/libonnxruntime.so.$(ORT_VERSION)
 PYTHON ?= python3
 CARGO ?= cargo
+# SAM CLI (which brings cfn-lint) for `make lint-template`, in a project-local venv.
+SAM_CLI_VERSION := 1.170.0
+VENV := $(CURDIR)/.venv
+SAM := $(VENV)/bin/sam
+DIST := $(CURDIR)/dist
+PACKAGE_DIR := $(DIST)/tilepredict
+PACKAGE_ZIP := $(DIST)/tilepredict.zip
 
 # Tests and local runs load ONNX Runtime from here (in Lambda it sits beside bootstrap).
 export ORT_DYLIB_PATH ?= $(ORT_LIB)
 
-.PHONY: all build release ort run test lint fmt clippy clean bench-registry
+.PHONY: all build release ort run test lint fmt clippy clean lint-template \
+  build-TilePredictFunction package check-package bench-registry
 
 all: build
 
@@ -51,6 +59,51 @@ test: ort
 ## (written to .bench/). Release build; about a minute on 2 vCPUs once built.
 bench-registry:
 	$(CARGO) run --release --example registry_bench
+## build-TilePredictFunction: what `sam build` runs (template.yaml: BuildMethod makefile). Puts
+## the release bootstrap and ONNX Runtime in $(ARTIFACTS_DIR). The library goes in once, under
+## the name bootstrap looks for first (libonnxruntime.so): SAM's zipper follows symlinks, so a
+## second name would ship the 29 MB twice. The check stops a build that would not run on AL2023.
+build-TilePredictFunction: release ort
+	@test -n "$(ARTIFACTS_DIR)" || { echo "ARTIFACTS_DIR is not set (sam build sets it)"; exit 2; }
+	mkdir -p "$(ARTIFACTS_DIR)"
+	cp target/release/bootstrap "$(ARTIFACTS_DIR)/bootstrap"
+	cp $(ORT_LIB) "$(ARTIFACTS_DIR)/libonnxruntime.so"
+	$(PYTHON) scripts/package.py check "$(ARTIFACTS_DIR)"
+
+## package: dist/tilepredict.zip, ready for `aws lambda update-function-code --zip-file`.
+## The model is not in it: it stays in S3 (MODEL_URI).
+package: release ort
+	rm -rf $(PACKAGE_DIR) $(PACKAGE_ZIP)
+	$(MAKE) --no-print-directory build-TilePredictFunction ARTIFACTS_DIR=$(PACKAGE_DIR)
+	$(PYTHON) scripts/package.py zip $(PACKAGE_DIR) $(PACKAGE_ZIP)
+
+## check-package: the zip runs on provided.al2023 (glibc <= 2.34, no library missing from the
+## zip or the AL2023 base image), and the checker itself fails when it should. Then the unpacked
+## zip answers events/direct.json in a clean environment: bootstrap finds ONNX Runtime beside
+## itself, as on Lambda (no ORT_DYLIB_PATH).
+check-package: package
+	$(PYTHON) -m unittest discover -s scripts -p 'test_*.py'
+	$(PYTHON) scripts/package.py check $(PACKAGE_ZIP)
+	rm -rf $(DIST)/unpacked
+	$(PYTHON) scripts/package.py unzip $(PACKAGE_ZIP) $(DIST)/unpacked
+	env -i PATH="$$PATH" RUST_LOG=warn \
+	  MODEL_URI=$(CURDIR)/fixtures/models/roof_demo.onnx \
+	  TILE_URL='file://$(CURDIR)/fixtures/demo-tiles/{z}/{x}/{y}.png' \
+	  $(DIST)/unpacked/bootstrap invoke events/direct.json > $(DIST)/unpacked-answer.json
+	$(PYTHON) -c 'import json, sys; a = json.load(open(sys.argv[1])); \
+	  assert len(a["predictions"]) == 8 and a["failed"] == 2, a; \
+	  print("unpacked zip answered events/direct.json:", a["model"]["labels"], a["timing"]["total_ms"], "ms")' \
+	  $(DIST)/unpacked-answer.json
+
+## lint-template: cfn-lint and SAM's own validation of template.yaml; fails on errors.
+lint-template: $(SAM)
+	$(VENV)/bin/cfn-lint template.yaml
+	SAM_CLI_TELEMETRY=0 $(SAM) validate --region us-east-1
+	SAM_CLI_TELEMETRY=0 $(SAM) validate --lint --region us-east-1
+
+$(SAM):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION)
 
 fmt:
 	$(CARGO) fmt --all
@@ -63,4 +116,4 @@ lint: clippy
 
 clean:
 	$(CARGO) clean
-	rm -rf $(ORT_DIR)
+	rm -rf $(ORT_DIR) $(DIST) .aws-sam

@@ -78,6 +78,8 @@ pub struct Config {
     pub batch_size: usize,
     pub max_concurrent_downloads: usize,
     pub max_buildings: usize,
+    /// `MAX_BODY_BYTES`: largest API Gateway request body, as received.
+    pub max_body_bytes: usize,
     /// Total ONNX Runtime threads.
     pub inference_threads: usize,
     pub ort_dylib_path: Option<PathBuf>,
@@ -112,6 +114,10 @@ impl ConfigError {
         }
     }
 }
+
+/// Lambda's limit on a synchronous invocation's payload (6 MiB): no body can be larger, so
+/// `MAX_BODY_BYTES` can only lower it.
+pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
 
 /// One vCPU per 1,769 MB of function memory, at most 6 (Lambda's documented allocation).
 pub fn lambda_vcpus(memory_mb: u64) -> usize {
@@ -189,6 +195,12 @@ impl Config {
             1000usize,
             1..=100_000,
         )?;
+        let max_body_bytes = number(
+            "MAX_BODY_BYTES",
+            get("MAX_BODY_BYTES"),
+            MAX_PAYLOAD_BYTES,
+            1024..=MAX_PAYLOAD_BYTES,
+        )?;
         let memory_mb = get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").and_then(|v| v.parse().ok());
         let available = std::thread::available_parallelism().map_or(1, |n| n.get());
         let inference_threads = number(
@@ -232,6 +244,7 @@ impl Config {
             batch_size,
             max_concurrent_downloads,
             max_buildings,
+            max_body_bytes,
             inference_threads,
             ort_dylib_path: get("ORT_DYLIB_PATH").map(PathBuf::from),
             download_timeout,
@@ -367,6 +380,7 @@ mod tests {
         assert_eq!(c.download_timeout, Duration::from_secs(10));
         assert_eq!(c.download_retries, 2);
         assert_eq!(c.max_image_bytes, 8 << 20);
+        assert_eq!(c.max_body_bytes, 6 << 20);
         assert_eq!(c.tile_cache_bytes, 256 << 20);
         assert_eq!(c.deadline_margin, Duration::from_millis(500));
         assert_eq!(c.metrics_namespace, "tilepredict");
@@ -425,6 +439,11 @@ mod tests {
         assert!(err.reason.contains("1..=1024"), "{err}");
         assert!(config(&[BASE[0], BASE[1], ("TILE_ZOOM", "abc")]).is_err());
         assert!(config(&[BASE[0], BASE[1], ("TILE_ZOOM", "25")]).is_err());
+        // Lambda refuses payloads over 6 MiB: a higher body limit would be a promise we break.
+        let err = config(&[BASE[0], BASE[1], ("MAX_BODY_BYTES", "7000000")]).unwrap_err();
+        assert_eq!(err.name, "MAX_BODY_BYTES");
+        let c = config(&[BASE[0], BASE[1], ("MAX_BODY_BYTES", "2048")]).unwrap();
+        assert_eq!(c.max_body_bytes, 2048);
         assert_eq!(
             config(&[BASE[0], BASE[1], ("TILE_CACHE_MB", "0")])
                 .unwrap()

@@ -13,6 +13,9 @@ pub enum ErrorCode {
     InvalidBuilding,
     /// `lat`/`lon` missing, not finite numbers, or outside web-mercator's range.
     InvalidCoordinates,
+    /// A GeoJSON feature's geometry is missing, of an unsupported type, malformed, or has no
+    /// area (so no centroid).
+    InvalidGeometry,
     /// The imagery could not be fetched (HTTP error, timeout, connection refused, missing file).
     ImageUnavailable,
     /// The imagery arrived but is not a usable image (HTML error page, truncated, too large).
@@ -29,6 +32,7 @@ impl ErrorCode {
         match self {
             Self::InvalidBuilding => "invalid_building",
             Self::InvalidCoordinates => "invalid_coordinates",
+            Self::InvalidGeometry => "invalid_geometry",
             Self::ImageUnavailable => "image_unavailable",
             Self::ImageInvalid => "image_invalid",
             Self::DeadlineExceeded => "deadline_exceeded",

@@ -1,21 +1,22 @@
-//! Lambda events in, answers out: recognises the event's shape, parses the buildings, runs
-//! [`App::predict`], and shapes the answer for that caller.
+//! One invocation, end to end: name the event's shape ([`events::detect`]), take the request
+//! out of its envelope, run [`App::predict`], and answer in the caller's shape.
 //!
-//! Shapes: direct invoke `{"buildings": [...]}`. Detection is explicit; anything else is a
-//! clear `InvalidRequest` listing the shapes we accept.
+//! What goes back where: direct invokes, GeoJSON and Step Functions batches get the answer as
+//! the invocation's result, or a Lambda error with a readable `errorType` when the request is
+//! refused. API Gateway events always get a proxy response (200, or the refusal's 4xx/500 with
+//! a JSON error body), never a Lambda error. Our own panics become `InternalError` (a 500).
 
-use std::time::{Instant, SystemTime};
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::{Map, Value, json};
+use futures_util::FutureExt;
+use serde_json::Value;
 
 use crate::app::{App, Outcome, Timing};
 use crate::error::RequestError;
+use crate::events::{self, Request, Shape, apigw};
 use crate::registry;
-use crate::request::{BuildingInput, kind, parse_building_list};
-
-/// The shapes a caller may send, for error messages.
-pub const ACCEPTED_SHAPES: &str =
-    "a direct invoke {\"buildings\": [{\"id\", \"lat\", \"lon\"}, ...]}";
 
 /// Handles one invocation. `deadline` is Lambda's (None when run locally).
 pub async fn handle(
@@ -25,110 +26,127 @@ pub async fn handle(
 ) -> Result<Value, RequestError> {
     let started = Instant::now();
     let cutoff = cutoff(deadline, app.config.deadline_margin);
-    let Some(object) = event.as_object() else {
-        return Err(RequestError::Invalid(format!(
-            "the event is {}; expected {ACCEPTED_SHAPES}",
-            kind(&event)
-        )));
+    let result = match events::detect(&event) {
+        Ok(Shape::ApiGateway(version)) => Ok(http(app, version, event, cutoff, started).await),
+        Ok(shape @ Shape::Payload(payload)) => {
+            match events::parse(payload, event, app.config.max_buildings) {
+                Ok(request) => guarded(answer(app, shape, request, cutoff, started)).await,
+                Err(error) => Err(error),
+            }
+        }
+        Err(error) => Err(error),
     };
-    match object.get("buildings") {
-        Some(Value::Array(list)) => {
-            let buildings = parse_building_list(list, app.config.max_buildings)?;
-            let (outcomes, timing) = app.predict(&buildings, cutoff, started).await;
-            log_invocation(&timing, &outcomes);
-            Ok(direct_answer(app, &buildings, &outcomes, &timing))
-        }
-        Some(other) => Err(RequestError::Invalid(format!(
-            "\"buildings\" must be an array, not {}",
-            kind(other)
-        ))),
-        None => Err(RequestError::Invalid(format!(
-            "unrecognised event; expected {ACCEPTED_SHAPES}"
-        ))),
+    if let Err(error) = &result {
+        log_refusal(error);
     }
+    result
 }
 
-/// When work must stop: the deadline less the margin (15 minutes away when run locally).
-pub fn cutoff(deadline: Option<SystemTime>, margin: std::time::Duration) -> tokio::time::Instant {
-    let now = tokio::time::Instant::now();
-    match deadline {
-        Some(deadline) => {
-            let left = deadline
-                .duration_since(SystemTime::now())
-                .unwrap_or_default();
-            now + left.saturating_sub(margin)
-        }
-        None => now + std::time::Duration::from_secs(900),
-    }
-}
-
-/// `{"predictions": [...], "failed": n, "timing": {...}, "model": {...}}`, plus the
-/// `"registry"` summary when a registry is configured.
-pub fn direct_answer(
+/// An API Gateway event: always a proxy response.
+async fn http(
     app: &App,
-    buildings: &[BuildingInput],
-    outcomes: &[Outcome],
-    timing: &Timing,
+    version: apigw::Version,
+    event: Value,
+    cutoff: tokio::time::Instant,
+    started: Instant,
 ) -> Value {
-    let predictions: Vec<Value> = buildings
-        .iter()
-        .zip(outcomes)
-        .map(|(b, o)| prediction(app, b, o))
-        .collect();
-    let mut answer = json!({
-        "predictions": predictions,
-        "failed": outcomes.iter().filter(|o| o.is_err()).count(),
-        "timing": timing,
-        "model": app.model_info,
-    });
-    if let Some(summary) = registry::answer::summary(app, outcomes) {
+    let shape = Shape::ApiGateway(version);
+    let request = apigw::body(version, event, app.config.max_body_bytes)
+        .and_then(|body| events::parse_body(&body, app.config.max_buildings));
+    let answered = match request {
+        Ok(request) => {
+            let content_type = request.content_type();
+            guarded(answer(app, shape, request, cutoff, started))
+                .await
+                .map(|body| (content_type, body))
+        }
+        Err(error) => Err(error),
+    };
+    match answered {
+        Ok((content_type, body)) => apigw::response(version, 200, content_type, &body),
+        Err(error) => {
+            log_refusal(&error);
+            apigw::error(version, &error)
+        }
+    }
+}
+
+async fn answer(
+    app: &App,
+    shape: Shape,
+    request: Request,
+    cutoff: tokio::time::Instant,
+    started: Instant,
+) -> Value {
+    let (outcomes, timing) = app.predict(request.buildings(), cutoff, started).await;
+    log_invocation(shape, &timing, &outcomes);
+    let mut answer = request.answer(&app.model_info, &outcomes, &timing);
+    // Every answer shape is a JSON object at the top: the register summary fits them all.
+    if let Some(summary) = registry::answer::summary(app, &outcomes) {
         answer["registry"] = summary;
     }
     answer
 }
 
-fn prediction(app: &App, building: &BuildingInput, outcome: &Outcome) -> Value {
-    let mut entry = Map::new();
-    entry.insert("id".into(), building.id.clone());
-    entry.insert("lat".into(), building.lat.clone());
-    entry.insert("lon".into(), building.lon.clone());
-    if !building.properties.is_empty() {
-        entry.insert(
-            "properties".into(),
-            Value::Object(building.properties.clone()),
-        );
-    }
-    match outcome {
-        Ok(scored) => {
-            entry.insert("label".into(), json!(scored.label));
-            entry.insert("score".into(), json!(round6(scored.score)));
-            let probabilities: Map<String, Value> = app
-                .model_info
-                .labels
-                .iter()
-                .zip(&scored.probabilities)
-                .map(|(label, p)| (label.clone(), json!(round6(*p))))
-                .collect();
-            entry.insert("probabilities".into(), Value::Object(probabilities));
-            registry::answer::add_listing(&mut entry, scored);
-        }
-        Err(error) => {
-            entry.insert("error".into(), json!(error));
-        }
-    }
-    Value::Object(entry)
+/// Runs `work`, turning a panic (our fault, never the input's) into `InternalError`, so API
+/// Gateway callers get a JSON 500 rather than a bare gateway error.
+pub async fn guarded(work: impl Future<Output = Value>) -> Result<Value, RequestError> {
+    AssertUnwindSafe(work)
+        .catch_unwind()
+        .await
+        .map_err(|panic| RequestError::Internal(panic_message(panic.as_ref())))
 }
 
-/// Six decimals: probabilities are f32, so more digits would only be noise.
-fn round6(p: f32) -> f64 {
-    (f64::from(p) * 1e6).round() / 1e6
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message");
+    format!("the function panicked: {text}")
 }
 
-fn log_invocation(timing: &Timing, outcomes: &[Outcome]) {
-    let failed = outcomes.iter().filter(|o| o.is_err()).count();
+/// How long a run without a usable deadline may take: Lambda's longest timeout.
+const LOCAL_BUDGET: Duration = Duration::from_secs(900);
+
+/// A "deadline" this far in the past is no Lambda deadline: `cargo lambda watch` sends the
+/// function's timeout (e.g. 600000 ms, a date in 1970) where Lambda sends an epoch time.
+const IMPLAUSIBLY_PAST: Duration = Duration::from_secs(24 * 3600);
+
+/// When work must stop: the deadline less the margin; [`LOCAL_BUDGET`] away when there is no
+/// deadline (a local run) or it cannot be a real one (an emulator's quirk, logged).
+pub fn cutoff(deadline: Option<SystemTime>, margin: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    let left = match deadline.map(|d| d.duration_since(SystemTime::now())) {
+        None => LOCAL_BUDGET,
+        Some(Ok(left)) => left.saturating_sub(margin),
+        Some(Err(past)) if past.duration() < IMPLAUSIBLY_PAST => Duration::ZERO,
+        Some(Err(past)) => {
+            tracing::warn!(
+                past_s = past.duration().as_secs(),
+                "the invocation's deadline is long past, so it is not an epoch time (an emulator?); \
+                 allowing {} s",
+                LOCAL_BUDGET.as_secs()
+            );
+            LOCAL_BUDGET
+        }
+    };
+    now + left
+}
+
+fn log_refusal(error: &RequestError) {
+    tracing::warn!(
+        error_type = error.error_type(),
+        code = error.code(),
+        "request refused: {error}"
+    );
+}
+
+fn log_invocation(shape: Shape, timing: &Timing, outcomes: &[Outcome]) {
     tracing::info!(
+        caller = shape.name(),
         buildings = outcomes.len(),
-        failed,
+        failed = crate::answer::failed(outcomes),
         cold_start = timing.cold_start,
         total_ms = timing.total_ms,
         download_ms = timing.download_ms,
@@ -138,4 +156,51 @@ fn log_invocation(timing: &Timing, outcomes: &[Outcome]) {
         batches = timing.batches,
         "invocation done"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seconds_left(deadline: Option<SystemTime>, margin_ms: u64) -> f64 {
+        let cutoff = cutoff(deadline, Duration::from_millis(margin_ms));
+        cutoff
+            .saturating_duration_since(tokio::time::Instant::now())
+            .as_secs_f64()
+    }
+
+    #[test]
+    fn the_cutoff_is_the_deadline_less_the_margin() {
+        let in_ten = SystemTime::now() + Duration::from_secs(10);
+        let left = seconds_left(Some(in_ten), 500);
+        assert!((9.0..=9.5).contains(&left), "{left}");
+        // A deadline just passed (a slow start) leaves nothing.
+        let just_passed = SystemTime::now() - Duration::from_secs(2);
+        assert_eq!(seconds_left(Some(just_passed), 500), 0.0);
+    }
+
+    #[test]
+    fn no_deadline_or_an_emulators_timeout_leaves_the_local_budget() {
+        assert!(seconds_left(None, 500) > 899.0);
+        // What `cargo lambda watch` sends: 600000 ms, read as an epoch time.
+        let cargo_lambda = SystemTime::UNIX_EPOCH + Duration::from_millis(600_000);
+        assert!(seconds_left(Some(cargo_lambda), 500) > 899.0);
+    }
+
+    #[tokio::test]
+    async fn panics_become_internal_errors_with_their_message() {
+        let err = guarded(async { panic!("index out of bounds") })
+            .await
+            .unwrap_err();
+        assert_eq!(err.error_type(), "InternalError");
+        assert_eq!(err.http_status(), 500);
+        assert!(err.to_string().contains("index out of bounds"), "{err}");
+        let n = 3;
+        let err = guarded(async move { panic!("batch {n} failed") })
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("batch 3 failed"), "{err}");
+        let ok = guarded(async { Value::from(1) }).await;
+        assert_eq!(ok, Ok(Value::from(1)));
+    }
 }

@@ -5,12 +5,16 @@
 //! mercator), `imagery` (URLs, fetch, decode, stitch, cache), `preprocess` (pixels → tensor),
 //! `source` + `model` (bytes → ONNX Runtime session), `pipeline` (the overlapped
 //! fetch/infer loop), `registry` (the known-buildings register each prediction is checked
-//! against), `request` (bodies → buildings), `app` (per-sandbox state) and `handler` (event
-//! shapes → answers).
+//! against), `request` (building lists → buildings), `app` (per-sandbox state), `events`
+//! (event shapes: direct, GeoJSON, API Gateway, Step Functions; with `centroid` for
+//! footprints), `answer` (outcomes → JSON) and `handler` (one invocation, end to end).
 
+pub mod answer;
 pub mod app;
+pub mod centroid;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod geo;
 pub mod handler;
 pub mod imagery;

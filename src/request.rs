@@ -112,7 +112,7 @@ fn invalid_coordinates(message: String) -> BuildingError {
 }
 
 /// The id to echo, and an error when it cannot be used. Long ids are echoed cut short.
-fn parse_id(index: usize, id: Option<&Value>) -> (Value, Option<BuildingError>) {
+pub fn parse_id(index: usize, id: Option<&Value>) -> (Value, Option<BuildingError>) {
     match id {
         None | Some(Value::Null) => (Value::from(index), None),
         Some(Value::Number(n)) => (Value::Number(n.clone()), None),
