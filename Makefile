@@ -11,7 +11,7 @@ CARGO ?= cargo
 # Tests and local runs load ONNX Runtime from here (in Lambda it sits beside bootstrap).
 export ORT_DYLIB_PATH ?= $(ORT_LIB)
 
-.PHONY: all build release ort run test lint fmt clippy clean
+.PHONY: all build release ort run test soak lint fmt clippy clean
 
 all: build
 
@@ -46,6 +46,12 @@ run: release ort
 ## test: everything the tests need, then the whole suite.
 test: ort
 	$(CARGO) test --all-targets
+
+## soak: SOAK_INVOCATIONS (default 500) warm invocations of mixed good and bad events through
+## the real bootstrap; prints peak RSS at invocation 50 and at the end (fails past +10 %) and
+## checks every building of every answer. (`make test` runs a 60-invocation version.)
+soak: ort
+	SOAK_INVOCATIONS=$${SOAK_INVOCATIONS:-500} $(CARGO) test --test soak -- --ignored --nocapture soak
 
 fmt:
 	$(CARGO) fmt --all

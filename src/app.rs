@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
-use crate::error::BuildingError;
+use crate::error::{BuildingError, ErrorCode};
 use crate::imagery::Imagery;
 use crate::imagery::fetch::{FetchSettings, Fetcher};
 use crate::imagery::template::TileTemplate;
@@ -94,7 +94,7 @@ impl App {
             onnx_runtime(&library).map_err(|e| InitError::new("OnnxRuntimeError", e))?;
 
         let started = Instant::now();
-        let source = crate::model_source::load(&config.model_uri)
+        let source = crate::model_source::load_within(&config.model_uri, config.model_load_timeout)
             .await
             .map_err(|e| InitError::new("ModelLoadError", e))?;
         let options = ModelOptions {
@@ -124,7 +124,7 @@ impl App {
             timeout: config.download_timeout,
             retries: config.download_retries,
             max_bytes: config.max_image_bytes,
-            headers: config.tile_headers.clone(),
+            headers: config.tile_headers.expose().to_vec(),
             max_connections: config.max_concurrent_downloads,
         })
         .map_err(|e| InitError::new("ConfigError", format!("cannot build the HTTP client: {e}")))?;
@@ -189,10 +189,10 @@ impl App {
                 Ok(_) => results
                     .next()
                     .expect("one result per valid building")
-                    .map(|p| self.scored(p)),
+                    .and_then(|p| self.scored(p)),
             })
             .collect();
-        let cold_start = self.cold.swap(false, Ordering::SeqCst);
+        let cold_start = self.take_cold_start();
         let total = started.elapsed();
         let succeeded = outcomes.iter().filter(|o| o.is_ok()).count();
         let s = output.stats;
@@ -214,19 +214,46 @@ impl App {
             images_fetched: s.images_fetched,
             cache_hits: s.cache_hits,
         };
+        crate::invocation::record(&timing, &outcomes);
         (outcomes, timing)
     }
 
-    fn scored(&self, probabilities: Vec<f32>) -> Scored {
+    /// True for the sandbox's first invocation only (the one that paid for init), whether it
+    /// predicted or was refused.
+    pub fn take_cold_start(&self) -> bool {
+        self.cold.swap(false, Ordering::SeqCst)
+    }
+
+    /// The label and score, or `inference_failed` when the model's row cannot be trusted: a
+    /// row of another width than the labels (a model whose output width depends on its input)
+    /// or non-finite values (NaN/∞ logits) would otherwise become a wrong label or a panic.
+    fn scored(&self, probabilities: Vec<f32>) -> Outcome {
+        let labels = &self.model_info.labels;
+        if probabilities.len() != labels.len() {
+            return Err(BuildingError::new(
+                ErrorCode::InferenceFailed,
+                format!(
+                    "the model answered {} scores for this chip; it has {} labels",
+                    probabilities.len(),
+                    labels.len()
+                ),
+            ));
+        }
+        if probabilities.iter().any(|p| !p.is_finite()) {
+            return Err(BuildingError::new(
+                ErrorCode::InferenceFailed,
+                "the model's output for this chip is not finite (NaN or infinite logits)",
+            ));
+        }
         let (best, score) = probabilities.iter().copied().enumerate().fold(
             (0, f32::NEG_INFINITY),
             |acc, (i, p)| if p > acc.1 { (i, p) } else { acc },
         );
-        Scored {
-            label: self.model_info.labels[best].clone(),
+        Ok(Scored {
+            label: labels[best].clone(),
             score,
             probabilities,
-        }
+        })
     }
 }
 

@@ -34,7 +34,6 @@ pub async fn handle(
         Some(Value::Array(list)) => {
             let buildings = parse_building_list(list, app.config.max_buildings)?;
             let (outcomes, timing) = app.predict(&buildings, cutoff, started).await;
-            log_invocation(&timing, &outcomes);
             Ok(direct_answer(app, &buildings, &outcomes, &timing))
         }
         Some(other) => Err(RequestError::Invalid(format!(
@@ -115,20 +114,4 @@ fn prediction(app: &App, building: &BuildingInput, outcome: &Outcome) -> Value {
 /// Six decimals: probabilities are f32, so more digits would only be noise.
 fn round6(p: f32) -> f64 {
     (f64::from(p) * 1e6).round() / 1e6
-}
-
-fn log_invocation(timing: &Timing, outcomes: &[Outcome]) {
-    let failed = outcomes.iter().filter(|o| o.is_err()).count();
-    tracing::info!(
-        buildings = outcomes.len(),
-        failed,
-        cold_start = timing.cold_start,
-        total_ms = timing.total_ms,
-        download_ms = timing.download_ms,
-        inference_ms = timing.inference_ms,
-        images_fetched = timing.images_fetched,
-        cache_hits = timing.cache_hits,
-        batches = timing.batches,
-        "invocation done"
-    );
 }
