@@ -6,6 +6,8 @@
 //! The numbers come from [`App::predict`] through [`record`], which adds them to a task-local
 //! tally of the invocation being observed. Event shapes (the handler's business) never thread
 //! a report through, and invocations observed concurrently (in-process tests) never mix counts.
+//! A shape that answers a refused request with a value (an API Gateway 4xx) rather than an
+//! `Err` reports the refusal with [`record_refused`], so it is logged and counted as one.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -65,6 +67,8 @@ pub struct Tally {
     pub batches: usize,
     pub images_fetched: usize,
     pub cache_hits: usize,
+    /// A refusal answered as a value (see [`record_refused`]).
+    pub refused: Option<RequestError>,
 }
 
 impl Tally {
@@ -116,6 +120,16 @@ pub fn record(timing: &Timing, outcomes: &[Outcome]) {
     });
 }
 
+/// Marks the invocation being observed as refused although its answer is a value (an API
+/// Gateway 4xx response): it is then logged and measured as the refusal it is.
+pub fn record_refused(error: &RequestError) {
+    let _ = TALLY.try_with(|tally| {
+        if let Ok(mut tally) = tally.lock() {
+            tally.refused = Some(error.clone());
+        }
+    });
+}
+
 /// Where the EMF line goes: stdout on Lambda (CloudWatch reads it from the log stream), stderr
 /// for `bootstrap invoke`, whose stdout is the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,7 +155,8 @@ pub struct Report<'a> {
     pub duration_ms: f64,
     /// Time left before Lambda's deadline when the answer was ready.
     pub remaining_ms: Option<f64>,
-    pub error: Option<&'a RequestError>,
+    /// Why the request was refused, if it was (an `Err`, or a recorded refusal).
+    pub error: Option<RequestError>,
     pub tally: Tally,
 }
 
@@ -187,7 +202,7 @@ impl Observer {
                 Ok(left) => ms(left),
                 Err(past) => -ms(past.duration()),
             }),
-            error: result.as_ref().err(),
+            error: result.as_ref().err().or(tally.refused.as_ref()).cloned(),
             tally,
         };
         report.log();
@@ -250,14 +265,16 @@ impl Observer {
 impl Report<'_> {
     /// `answered`, or the refusal's `errorType`.
     pub fn outcome(&self) -> &'static str {
-        self.error.map_or("answered", RequestError::error_type)
+        self.error
+            .as_ref()
+            .map_or("answered", RequestError::error_type)
     }
 
     /// The invocation's one log line: `info` when answered, `warn` when the caller's request
     /// was refused, `error` for our own faults.
     fn log(&self) {
         let t = &self.tally;
-        let error = self.error.map(ToString::to_string);
+        let error = self.error.as_ref().map(ToString::to_string);
         macro_rules! line {
             ($level:expr) => {
                 tracing::event!(
@@ -283,7 +300,7 @@ impl Report<'_> {
                 )
             };
         }
-        match self.error {
+        match &self.error {
             None => line!(tracing::Level::INFO),
             Some(RequestError::Internal(_)) => line!(tracing::Level::ERROR),
             Some(_) => line!(tracing::Level::WARN),
@@ -314,7 +331,7 @@ mod tests {
     use super::*;
     use crate::error::BuildingError;
 
-    fn report(error: Option<&RequestError>, tally: Tally) -> Report<'_> {
+    fn report(error: Option<RequestError>, tally: Tally) -> Report<'static> {
         Report {
             request_id: "req-7",
             cold_start: true,
@@ -422,12 +439,31 @@ mod tests {
 
         let refused = RequestError::TooManyBuildings { count: 5, limit: 2 };
         let line: Value = serde_json::from_str(
-            &observer.metrics_line(&report(Some(&refused), Tally::default()), 5),
+            &observer.metrics_line(&report(Some(refused), Tally::default()), 5),
         )
         .unwrap();
         assert_eq!(line["RequestErrors"], 1.0);
         assert_eq!(line["outcome"], "TooManyBuildings");
         assert!(line.get("DownloadMs").is_none(), "{line}");
+    }
+
+    #[test]
+    fn a_refusal_answered_as_a_value_is_recorded_and_nothing_leaks_outside_a_scope() {
+        record_refused(&RequestError::Invalid("outside any invocation".into()));
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(TALLY.scope(Arc::clone(&tally), async {
+            record_refused(&RequestError::TooManyBuildings { count: 9, limit: 2 });
+        }));
+        let refused = tally.lock().unwrap().refused.clone();
+        assert_eq!(
+            refused,
+            Some(RequestError::TooManyBuildings { count: 9, limit: 2 })
+        );
+        let report = report(refused, Tally::default());
+        assert_eq!(report.outcome(), "TooManyBuildings");
     }
 
     #[test]
