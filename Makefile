@@ -19,7 +19,7 @@ PACKAGE_ZIP := $(DIST)/tilepredict.zip
 export ORT_DYLIB_PATH ?= $(ORT_LIB)
 
 .PHONY: all build release ort run test lint fmt clippy clean lint-template \
-  build-TilePredictFunction package check-package bench-registry
+  build-TilePredictFunction package check-package bench-registry soak
 
 all: build
 
@@ -104,6 +104,12 @@ lint-template: $(SAM)
 $(SAM):
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION)
+
+## soak: SOAK_INVOCATIONS (default 500) warm invocations of mixed good and bad events through
+## the real bootstrap; prints peak RSS at invocation 50 and at the end (fails past +10 %) and
+## checks every building of every answer. (`make test` runs a 60-invocation version.)
+soak: ort
+	SOAK_INVOCATIONS=$${SOAK_INVOCATIONS:-500} $(CARGO) test --test soak -- --ignored --nocapture soak
 
 fmt:
 	$(CARGO) fmt --all

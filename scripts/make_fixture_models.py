@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Writes the tiny ONNX models the tests and `make run` use (each < 1 KiB).
 
-Every model is GlobalAveragePool -> Flatten -> Gemm: the logits are an affine function of the
+Most models are GlobalAveragePool -> Flatten -> Gemm: the logits are an affine function of the
 chip's mean R, G, B (after normalisation), so tests can compute the exact expected probabilities
-from the weights below. Needs only the `onnx` package: `pip install onnx`.
+from the weights below. Two more fail on purpose at run time (see fails_on_red and log_scores). Needs only the `onnx` package: `pip install onnx`.
 
     python3 scripts/make_fixture_models.py fixtures/models
 """
@@ -27,6 +27,11 @@ def classifier(channels, size, weights, bias, labels, batch="N"):
         helper.make_node("Gemm", ["flat", "W", "B"], ["logits"], transB=1),
     ]
     graph = helper.make_graph(nodes, "tiny_classifier", [image], [logits], [w, b])
+    return finish(graph, labels)
+
+
+def finish(graph, labels):
+    """The model around `graph` (opset 13, IR 8), with its labels in the metadata, checked."""
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="tilepredict-fixtures")
     model.ir_version = 8
     if labels is not None:
@@ -54,12 +59,67 @@ MODELS = {
 }
 
 
+def fails_on_red():
+    """rgb_tiny's weights at a fixed batch of 1, whose logits are then gathered at columns
+    [0, 1, 2], or [100, 101, 102] when the chip's mean red is over one half. The init probe
+    (zeros) and non-red chips run; a red chip fails inside ONNX Runtime (Gather: index out of
+    bounds), as a real model can at run time after passing every check at init. (A Reshape to a
+    pixel-dependent shape does not do: ONNX Runtime's optimiser removes it.)"""
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 32, 32])
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3])
+    init = [
+        helper.make_tensor("W", TensorProto.FLOAT, [3, 3], [8, 0, 0, 0, 8, 0, 0, 0, 8]),
+        helper.make_tensor("B", TensorProto.FLOAT, [3], [0, 0, 0]),
+        helper.make_tensor("start", TensorProto.INT64, [1], [0]),
+        helper.make_tensor("end", TensorProto.INT64, [1], [1]),
+        helper.make_tensor("axis1", TensorProto.INT64, [1], [1]),
+        helper.make_tensor("half", TensorProto.FLOAT, [], [0.5]),
+        helper.make_tensor("flat1", TensorProto.INT64, [1], [1]),
+        helper.make_tensor("columns", TensorProto.INT64, [3], [0, 1, 2]),
+        helper.make_tensor("far", TensorProto.INT64, [], [100]),
+    ]
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["image"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "W", "B"], ["raw"], transB=1),
+        helper.make_node("Slice", ["flat", "start", "end", "axis1"], ["red"]),
+        helper.make_node("Greater", ["red", "half"], ["is_red"]),
+        helper.make_node("Cast", ["is_red"], ["extra"], to=TensorProto.INT64),
+        helper.make_node("Reshape", ["extra", "flat1"], ["extra1"]),
+        helper.make_node("Mul", ["extra1", "far"], ["shift"]),
+        helper.make_node("Add", ["columns", "shift"], ["indices"]),
+        helper.make_node("Gather", ["raw", "indices"], ["logits"], axis=1),
+    ]
+    return finish(helper.make_graph(nodes, "fails_on_red", [image], [logits], init), ["red", "green", "blue"])
+
+
+def log_scores():
+    """logits = 8 * ln(mean R, G, B): finite for a chip with every channel lit, -inf for a
+    black channel. A black chip gives all -inf logits, so its softmax is NaN: the function must
+    answer inference_failed rather than a label picked from NaNs."""
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 32, 32])
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])
+    eight = helper.make_tensor("eight", TensorProto.FLOAT, [], [8.0])
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["image"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+        helper.make_node("Log", ["flat"], ["log"]),
+        helper.make_node("Mul", ["log", "eight"], ["logits"]),
+    ]
+    return finish(helper.make_graph(nodes, "log_scores", [image], [logits], [eight]), ["red", "green", "blue"])
+
+
 def main():
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "fixtures/models")
     out.mkdir(parents=True, exist_ok=True)
     for name, spec in MODELS.items():
         path = out / name
         onnx.save(classifier(**spec), path)
+        print(f"wrote {path} ({path.stat().st_size} bytes)")
+    # Tests: a model failing inside ONNX Runtime at run time, and one answering NaN.
+    for name, build in [("rgb_tiny_fails_on_red.onnx", fails_on_red), ("rgb_log_nan_on_black.onnx", log_scores)]:
+        path = out / name
+        onnx.save(build(), path)
         print(f"wrote {path} ({path.stat().st_size} bytes)")
 
 

@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::error::BuildingError;
+use crate::error::{BuildingError, ErrorCode};
 use crate::imagery::Imagery;
 use crate::imagery::fetch::{FetchSettings, Fetcher};
 use crate::imagery::template::TileTemplate;
@@ -115,14 +115,14 @@ impl App {
             .map_err(|e| InitError::new("ConfigError", e.to_string()))?;
         let mut registry_task = JoinSet::new();
         if let Some(settings) = config.registry.clone() {
-            registry_task.spawn(crate::registry::load(settings));
+            registry_task.spawn(crate::registry::load(settings, config.model_load_timeout));
         }
         let library = ort_library_path(config.ort_dylib_path.as_deref());
         let environment =
             onnx_runtime(&library).map_err(|e| InitError::new("OnnxRuntimeError", e))?;
 
         let started = Instant::now();
-        let source = crate::source::load(&config.model_uri, "model")
+        let source = crate::source::load(&config.model_uri, "model", config.model_load_timeout)
             .await
             .map_err(|e| InitError::new("ModelLoadError", e))?;
         let options = ModelOptions {
@@ -164,7 +164,7 @@ impl App {
             timeout: config.download_timeout,
             retries: config.download_retries,
             max_bytes: config.max_image_bytes,
-            headers: config.tile_headers.clone(),
+            headers: config.tile_headers.expose().to_vec(),
             max_connections: config.max_concurrent_downloads,
         })
         .map_err(|e| InitError::new("ConfigError", format!("cannot build the HTTP client: {e}")))?;
@@ -230,7 +230,7 @@ impl App {
                 Ok(_) => results
                     .next()
                     .expect("one result per valid building")
-                    .map(|p| self.scored(p)),
+                    .and_then(|p| self.scored(p)),
             })
             .collect();
         let registry_lookup_ms = self.registry.as_ref().map(|registry| {
@@ -242,7 +242,7 @@ impl App {
             }
             ms(looking.elapsed())
         });
-        let cold_start = self.cold.swap(false, Ordering::SeqCst);
+        let cold_start = self.take_cold_start();
         let total = started.elapsed();
         let succeeded = outcomes.iter().filter(|o| o.is_ok()).count();
         let s = output.stats;
@@ -269,6 +269,7 @@ impl App {
                 .map(|r| if cold_start { r.info.load_ms } else { 0.0 }),
             registry_lookup_ms,
         };
+        crate::invocation::record(&timing, &outcomes);
         (outcomes, timing)
     }
 
@@ -277,17 +278,43 @@ impl App {
         self.registry.as_ref()
     }
 
-    fn scored(&self, probabilities: Vec<f32>) -> Scored {
+    /// True for the sandbox's first invocation only (the one that paid for init), whether it
+    /// predicted or was refused.
+    pub fn take_cold_start(&self) -> bool {
+        self.cold.swap(false, Ordering::SeqCst)
+    }
+
+    /// The label and score, or `inference_failed` when the model's row cannot be trusted: a
+    /// row of another width than the labels (a model whose output width depends on its input)
+    /// or non-finite values (NaN/∞ logits) would otherwise become a wrong label or a panic.
+    fn scored(&self, probabilities: Vec<f32>) -> Outcome {
+        let labels = &self.model_info.labels;
+        if probabilities.len() != labels.len() {
+            return Err(BuildingError::new(
+                ErrorCode::InferenceFailed,
+                format!(
+                    "the model answered {} scores for this chip; it has {} labels",
+                    probabilities.len(),
+                    labels.len()
+                ),
+            ));
+        }
+        if probabilities.iter().any(|p| !p.is_finite()) {
+            return Err(BuildingError::new(
+                ErrorCode::InferenceFailed,
+                "the model's output for this chip is not finite (NaN or infinite logits)",
+            ));
+        }
         let (best, score) = probabilities.iter().copied().enumerate().fold(
             (0, f32::NEG_INFINITY),
             |acc, (i, p)| if p > acc.1 { (i, p) } else { acc },
         );
-        Scored {
-            label: self.model_info.labels[best].clone(),
+        Ok(Scored {
+            label: labels[best].clone(),
             score,
             probabilities,
             registry: None,
-        }
+        })
     }
 }
 

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::registry::RegistrySettings;
+use crate::secrets::{TileHeaders, TileUrl};
 
 /// Where a file read at init lives: the ONNX model (`MODEL_URI`), the registry (`REGISTRY_URI`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +64,7 @@ impl std::fmt::Display for SourceUri {
 }
 
 /// Everything the function reads from its environment. Defaults are in `README.md`.
+/// `Debug` is safe to log: `tile_url` and `tile_headers` redact their secrets.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub model_uri: ModelUri,
@@ -71,7 +73,8 @@ pub struct Config {
     /// Per-channel mean/std applied after scaling pixels to [0, 1].
     pub input_mean: [f32; 3],
     pub input_std: [f32; 3],
-    pub tile_url: String,
+    /// `TILE_URL`; derefs to the template, prints with literal query values redacted.
+    pub tile_url: TileUrl,
     pub tile_zoom: u8,
     /// `CHIP_SIZE`; `None` → the model's input size.
     pub chip_size: Option<u32>,
@@ -88,12 +91,14 @@ pub struct Config {
     pub max_image_bytes: usize,
     /// Warm tile cache budget in bytes (`TILE_CACHE_MB`); 0 disables it.
     pub tile_cache_bytes: usize,
-    /// `TILE_HEADERS` (a JSON object of header → value); never logged.
-    pub tile_headers: Vec<(String, String)>,
+    /// `TILE_HEADERS` (a JSON object of header → value); prints names only.
+    pub tile_headers: TileHeaders,
     pub deadline_margin: Duration,
     pub metrics_namespace: String,
     /// `REGISTRY_URI` and its settings; `None` when no registry is configured.
     pub registry: Option<RegistrySettings>,
+    /// `MODEL_LOAD_TIMEOUT_MS`: the whole model load at init (S3 or file), retries included.
+    pub model_load_timeout: Duration,
 }
 
 /// A configuration value that cannot be used, with the variable, the value and the reason.
@@ -176,7 +181,7 @@ impl Config {
                 "every standard deviation must be > 0",
             ));
         }
-        let tile_url = required("TILE_URL")?;
+        let tile_url = TileUrl::new(required("TILE_URL")?);
         let tile_zoom = number("TILE_ZOOM", get("TILE_ZOOM"), 19u8, 0..=24)?;
         let chip_size = match get("CHIP_SIZE") {
             Some(raw) => Some(number("CHIP_SIZE", Some(raw), 0u32, 8..=2048)?),
@@ -224,14 +229,20 @@ impl Config {
         )?;
         let tile_cache_mb = number("TILE_CACHE_MB", get("TILE_CACHE_MB"), 256usize, 0..=10_240)?;
         let tile_headers = match get("TILE_HEADERS") {
-            Some(raw) => headers(&raw)?,
-            None => Vec::new(),
+            Some(raw) => TileHeaders::new(headers(&raw)?),
+            None => TileHeaders::default(),
         };
         let deadline_margin = Duration::from_millis(number(
             "DEADLINE_MARGIN_MS",
             get("DEADLINE_MARGIN_MS"),
             500u64,
             0..=60_000,
+        )?);
+        let model_load_timeout = Duration::from_millis(number(
+            "MODEL_LOAD_TIMEOUT_MS",
+            get("MODEL_LOAD_TIMEOUT_MS"),
+            crate::source::DEFAULT_LOAD_TIMEOUT.as_millis() as u64,
+            100..=900_000,
         )?);
         Ok(Self {
             model_uri,
@@ -256,6 +267,7 @@ impl Config {
             metrics_namespace: get("METRICS_NAMESPACE")
                 .unwrap_or_else(|| "tilepredict".to_string()),
             registry: RegistrySettings::from_lookup(&get)?,
+            model_load_timeout,
         })
     }
 }
@@ -384,6 +396,7 @@ mod tests {
         assert_eq!(c.tile_cache_bytes, 256 << 20);
         assert_eq!(c.deadline_margin, Duration::from_millis(500));
         assert_eq!(c.metrics_namespace, "tilepredict");
+        assert_eq!(c.model_load_timeout, Duration::from_secs(8));
         assert!(c.inference_threads >= 1);
     }
 
@@ -474,6 +487,11 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.tile_headers.len(), 2);
+        let shown = format!("{c:?}");
+        assert!(
+            shown.contains("X-Key") && !shown.contains("s3cret"),
+            "{shown}"
+        );
         let err = config(&[
             BASE[0],
             BASE[1],
@@ -481,6 +499,23 @@ mod tests {
         ])
         .unwrap_err();
         assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn debug_output_shows_no_key_from_tile_url_or_tile_headers() {
+        let c = config(&[
+            BASE[0],
+            ("TILE_URL", "https://t/{z}/{x}/{y}.png?key=url-s3cret"),
+            ("TILE_HEADERS", r#"{"Authorization":"Bearer hdr-s3cret"}"#),
+        ])
+        .unwrap();
+        let shown = format!("{c:?} {c:#?}");
+        assert!(
+            shown.contains("key=…") && shown.contains("Authorization"),
+            "{shown}"
+        );
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert_eq!(&*c.tile_url, "https://t/{z}/{x}/{y}.png?key=url-s3cret");
     }
 
     #[test]

@@ -71,6 +71,12 @@ pub enum RequestError {
     /// A body larger than the function accepts.
     #[error("request body is {size} bytes; the limit is {limit}")]
     PayloadTooLarge { size: usize, limit: usize },
+    /// The answer would be over Lambda's response limit (the echoed `properties` of a large
+    /// request can push it there). Refused by us with a reason, rather than by Lambda with none.
+    #[error(
+        "the answer would be {size} bytes; Lambda's response limit is {limit}: send fewer buildings or smaller properties"
+    )]
+    ResponseTooLarge { size: usize, limit: usize },
     /// Our own fault: a bug or a broken dependency, never the caller's input.
     #[error("internal error: {0}")]
     Internal(String),
@@ -83,6 +89,7 @@ impl RequestError {
             Self::Invalid(_) => "invalid_request",
             Self::TooManyBuildings { .. } => "too_many_buildings",
             Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::ResponseTooLarge { .. } => "response_too_large",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -93,6 +100,7 @@ impl RequestError {
             Self::Invalid(_) => "InvalidRequest",
             Self::TooManyBuildings { .. } => "TooManyBuildings",
             Self::PayloadTooLarge { .. } => "PayloadTooLarge",
+            Self::ResponseTooLarge { .. } => "ResponseTooLarge",
             Self::Internal(_) => "InternalError",
         }
     }
@@ -101,7 +109,9 @@ impl RequestError {
     pub fn http_status(&self) -> u16 {
         match self {
             Self::Invalid(_) => 400,
-            Self::TooManyBuildings { .. } | Self::PayloadTooLarge { .. } => 413,
+            Self::TooManyBuildings { .. }
+            | Self::PayloadTooLarge { .. }
+            | Self::ResponseTooLarge { .. } => 413,
             Self::Internal(_) => 500,
         }
     }

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant, SystemTime};
 use futures_util::FutureExt;
 use serde_json::Value;
 
-use crate::app::{App, Outcome, Timing};
+use crate::app::App;
 use crate::error::RequestError;
 use crate::events::{self, Request, Shape, apigw};
-use crate::registry;
+use crate::{invocation, registry};
 
 /// Handles one invocation. `deadline` is Lambda's (None when run locally).
 pub async fn handle(
@@ -26,20 +26,13 @@ pub async fn handle(
 ) -> Result<Value, RequestError> {
     let started = Instant::now();
     let cutoff = cutoff(deadline, app.config.deadline_margin);
-    let result = match events::detect(&event) {
-        Ok(Shape::ApiGateway(version)) => Ok(http(app, version, event, cutoff, started).await),
-        Ok(shape @ Shape::Payload(payload)) => {
-            match events::parse(payload, event, app.config.max_buildings) {
-                Ok(request) => guarded(answer(app, shape, request, cutoff, started)).await,
-                Err(error) => Err(error),
-            }
+    match events::detect(&event)? {
+        Shape::ApiGateway(version) => Ok(http(app, version, event, cutoff, started).await),
+        Shape::Payload(payload) => {
+            let request = events::parse(payload, event, app.config.max_buildings)?;
+            guarded(answer(app, request, cutoff, started)).await
         }
-        Err(error) => Err(error),
-    };
-    if let Err(error) = &result {
-        log_refusal(error);
     }
-    result
 }
 
 /// An API Gateway event: always a proxy response.
@@ -50,13 +43,12 @@ async fn http(
     cutoff: tokio::time::Instant,
     started: Instant,
 ) -> Value {
-    let shape = Shape::ApiGateway(version);
     let request = apigw::body(version, event, app.config.max_body_bytes)
         .and_then(|body| events::parse_body(&body, app.config.max_buildings));
     let answered = match request {
         Ok(request) => {
             let content_type = request.content_type();
-            guarded(answer(app, shape, request, cutoff, started))
+            guarded(answer(app, request, cutoff, started))
                 .await
                 .map(|body| (content_type, body))
         }
@@ -65,7 +57,8 @@ async fn http(
     match answered {
         Ok((content_type, body)) => apigw::response(version, 200, content_type, &body),
         Err(error) => {
-            log_refusal(&error);
+            // Answered as a value, not an `Err`: tell the observer it was a refusal.
+            invocation::record_refused(&error);
             apigw::error(version, &error)
         }
     }
@@ -73,13 +66,11 @@ async fn http(
 
 async fn answer(
     app: &App,
-    shape: Shape,
     request: Request,
     cutoff: tokio::time::Instant,
     started: Instant,
 ) -> Value {
     let (outcomes, timing) = app.predict(request.buildings(), cutoff, started).await;
-    log_invocation(shape, &timing, &outcomes);
     let mut answer = request.answer(&app.model_info, &outcomes, &timing);
     // Every answer shape is a JSON object at the top: the register summary fits them all.
     if let Some(summary) = registry::answer::summary(app, &outcomes) {
@@ -132,30 +123,6 @@ pub fn cutoff(deadline: Option<SystemTime>, margin: Duration) -> tokio::time::In
         }
     };
     now + left
-}
-
-fn log_refusal(error: &RequestError) {
-    tracing::warn!(
-        error_type = error.error_type(),
-        code = error.code(),
-        "request refused: {error}"
-    );
-}
-
-fn log_invocation(shape: Shape, timing: &Timing, outcomes: &[Outcome]) {
-    tracing::info!(
-        caller = shape.name(),
-        buildings = outcomes.len(),
-        failed = crate::answer::failed(outcomes),
-        cold_start = timing.cold_start,
-        total_ms = timing.total_ms,
-        download_ms = timing.download_ms,
-        inference_ms = timing.inference_ms,
-        images_fetched = timing.images_fetched,
-        cache_hits = timing.cache_hits,
-        batches = timing.batches,
-        "invocation done"
-    );
 }
 
 #[cfg(test)]

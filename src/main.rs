@@ -11,10 +11,11 @@ use serde_json::Value;
 use tilepredict::app::{App, InitError};
 use tilepredict::config::Config;
 use tilepredict::handler;
+use tilepredict::invocation::{MetricsSink, Observer, Payload};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    init_logging();
+    tilepredict::logging::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let local_event = match args.as_slice() {
         [] => None,
@@ -56,10 +57,22 @@ async fn init() -> Result<App, InitError> {
     App::init(config).await
 }
 
+/// Watches each invocation: one log line and one EMF metrics line, `FunctionName` as dimension.
+fn observer(app: &App, sink: MetricsSink) -> Observer {
+    let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "local".into());
+    Observer::new(app.config.metrics_namespace.clone(), function, sink)
+}
+
 async fn serve(app: &App) -> ExitCode {
-    let handler = service_fn(|event: LambdaEvent<Value>| async move {
+    let observer = &observer(app, MetricsSink::Stdout);
+    let handler = service_fn(|event: LambdaEvent<Payload>| async move {
         let deadline = event.context.deadline();
-        handler::handle(app, event.payload, Some(deadline)).await
+        let request_id = &event.context.request_id;
+        let work =
+            async { handler::handle(app, event.payload.into_event()?, Some(deadline)).await };
+        observer
+            .observe(app, request_id, Some(deadline), work)
+            .await
     });
     match lambda_runtime::run(handler).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -81,7 +94,9 @@ async fn invoke_local(app: &App, path: &str) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match handler::handle(app, event, None).await {
+    let observer = observer(app, MetricsSink::Stderr);
+    let work = handler::handle(app, event, None);
+    match observer.observe(app, "local", None, work).await {
         Ok(answer) => {
             println!(
                 "{}",
@@ -97,22 +112,6 @@ async fn invoke_local(app: &App, path: &str) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// JSON logs on stderr (Lambda ships both streams to CloudWatch; stdout stays clean for
-/// `bootstrap invoke`). `RUST_LOG` wins, else Lambda's `AWS_LAMBDA_LOG_LEVEL`, else info.
-fn init_logging() {
-    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
-        .map(|l| l.to_lowercase())
-        .unwrap_or_else(|_| "info".into());
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_current_span(false)
-        .init();
 }
 
 /// Tells Lambda why init failed (`/runtime/init/error`), so the error shows as a readable

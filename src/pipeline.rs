@@ -211,26 +211,7 @@ impl Pipeline {
             tokio::select! {
                 biased;
                 Some(done) = inference.join_next_with_id(), if !inference.is_empty() => {
-                    let (id, outcome) = match done {
-                        Ok((id, (outcome, elapsed))) => {
-                            stats.inference += elapsed;
-                            (id, outcome)
-                        }
-                        Err(e) => (e.id(), Err(format!("inference worker failed: {e}"))),
-                    };
-                    let indices = in_batch.remove(&id).unwrap_or_default();
-                    match outcome {
-                        Ok(rows) => {
-                            for (i, row) in indices.into_iter().zip(rows) {
-                                results[i] = Some(Ok(row));
-                            }
-                        }
-                        Err(message) => {
-                            for i in indices {
-                                results[i] = Some(Err(BuildingError::new(ErrorCode::InferenceFailed, message.clone())));
-                            }
-                        }
-                    }
+                    settle(done, &mut in_batch, &mut results, &mut stats);
                 }
                 Some((i, chip)) = rx.recv(), if received < points.len() => {
                     received += 1;
@@ -423,6 +404,55 @@ fn release(a: &mut Assembly, chip: usize) {
     }
 }
 
+/// What an inference task gives back: one row per chip (or why not), and the time in ONNX
+/// Runtime.
+type BatchOutcome = (Result<Vec<Vec<f32>>, String>, Duration);
+
+/// Files a finished inference task's rows under its buildings. A task that panicked (a
+/// `JoinError`), failed, or answered another number of rows than it was given chips fails
+/// exactly its own buildings with `inference_failed`; the rest of the request goes on.
+fn settle(
+    done: Result<(tokio::task::Id, BatchOutcome), tokio::task::JoinError>,
+    in_batch: &mut HashMap<tokio::task::Id, Vec<usize>>,
+    results: &mut [Option<ChipResult>],
+    stats: &mut Stats,
+) {
+    let (id, outcome) = match done {
+        Ok((id, (outcome, elapsed))) => {
+            stats.inference += elapsed;
+            (id, outcome)
+        }
+        Err(e) => (e.id(), Err(format!("inference worker failed: {e}"))),
+    };
+    let indices = in_batch.remove(&id).unwrap_or_default();
+    let outcome = outcome.and_then(|rows| {
+        if rows.len() == indices.len() {
+            Ok(rows)
+        } else {
+            Err(format!(
+                "the model answered {} rows for a batch of {}",
+                rows.len(),
+                indices.len()
+            ))
+        }
+    });
+    match outcome {
+        Ok(rows) => {
+            for (i, row) in indices.into_iter().zip(rows) {
+                results[i] = Some(Ok(row));
+            }
+        }
+        Err(message) => {
+            for i in indices {
+                results[i] = Some(Err(BuildingError::new(
+                    ErrorCode::InferenceFailed,
+                    message.clone(),
+                )));
+            }
+        }
+    }
+}
+
 /// Normalises chips straight into their slots of one batch tensor and runs the model.
 /// A model with a fixed batch dimension gets zero padding past the last chip.
 fn infer(
@@ -430,7 +460,7 @@ fn infer(
     norm: Normalisation,
     batch_size: usize,
     batch: Vec<(usize, RgbImage)>,
-) -> (Result<Vec<Vec<f32>>, String>, Duration) {
+) -> BatchOutcome {
     let shape = &model.shape;
     let rows = model.shape.fixed_batch.map_or(batch.len(), |_| batch_size);
     let mut tensor = Array4::<f32>::zeros((rows, 3, shape.height, shape.width));
@@ -446,4 +476,89 @@ fn infer(
         rows
     });
     (outcome, started.elapsed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An inference task and the chip indices of its batch.
+    type Task = (Vec<usize>, Box<dyn FnOnce() -> BatchOutcome + Send>);
+
+    fn run_settle(tasks: Vec<Task>, chips: usize) -> Vec<Option<ChipResult>> {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let mut set = JoinSet::new();
+            let mut in_batch = HashMap::new();
+            for (indices, task) in tasks {
+                in_batch.insert(set.spawn_blocking(task).id(), indices);
+            }
+            let (mut results, mut stats) = (vec![None; chips], Stats::default());
+            while let Some(done) = set.join_next_with_id().await {
+                settle(done, &mut in_batch, &mut results, &mut stats);
+            }
+            assert!(in_batch.is_empty());
+            results
+        })
+    }
+
+    fn code(result: &Option<ChipResult>) -> Option<ErrorCode> {
+        result.as_ref().unwrap().as_ref().err().map(|e| e.code)
+    }
+
+    #[test]
+    fn a_panicking_inference_task_fails_only_its_own_buildings() {
+        let results = run_settle(
+            vec![
+                (
+                    vec![0, 2],
+                    Box::new(|| panic!("ONNX Runtime wrapper blew up")),
+                ),
+                (
+                    vec![1, 3],
+                    Box::new(|| (Ok(vec![vec![1.0], vec![0.5]]), Duration::ZERO)),
+                ),
+            ],
+            4,
+        );
+        for i in [0, 2] {
+            let error = results[i].as_ref().unwrap().as_ref().unwrap_err();
+            assert_eq!(error.code, ErrorCode::InferenceFailed);
+            assert!(
+                error.message.contains("panicked") && error.message.contains("blew up"),
+                "{}",
+                error.message
+            );
+        }
+        assert_eq!(results[1].as_ref().unwrap().as_ref().unwrap(), &vec![1.0]);
+        assert_eq!(results[3].as_ref().unwrap().as_ref().unwrap(), &vec![0.5]);
+    }
+
+    #[test]
+    fn a_failed_or_short_batch_fails_all_its_buildings() {
+        let results = run_settle(
+            vec![
+                (
+                    vec![0],
+                    Box::new(|| (Err("Reshape failed".to_string()), Duration::ZERO)),
+                ),
+                (
+                    vec![1, 2],
+                    Box::new(|| (Ok(vec![vec![1.0]]), Duration::ZERO)),
+                ),
+            ],
+            3,
+        );
+        assert!(
+            results
+                .iter()
+                .all(|r| code(r) == Some(ErrorCode::InferenceFailed))
+        );
+        let short = results[2].as_ref().unwrap().as_ref().unwrap_err();
+        assert!(
+            short.message.contains("1 rows for a batch of 2"),
+            "{}",
+            short.message
+        );
+    }
 }

@@ -1,6 +1,12 @@
 //! Getting a file's bytes at init: from S3 (any S3-compatible endpoint) or a local file. Used
 //! for the model and for the registry, once per sandbox; it knows nothing of what the bytes
 //! mean.
+//!
+//! Lambda gives init 10 s. A dead or hanging S3 endpoint must end in an init error that names
+//! the bucket, key and cause well before that, not in Lambda killing a silent process: each S3
+//! attempt gets 1 s to connect and 2 s to answer with headers, three attempts in all with short
+//! jittered back-off (≈ 7 s at worst), and the whole load (headers and body) is cut at
+//! `MODEL_LOAD_TIMEOUT_MS`.
 
 use std::time::Duration;
 
@@ -15,9 +21,32 @@ pub struct SourceBytes {
     pub version: String,
 }
 
-/// Reads the file at `uri`; the error names `what` ("model", "registry"), the bucket/key or
-/// path, and the cause.
-pub async fn load(uri: &SourceUri, what: &str) -> Result<SourceBytes, String> {
+/// `MODEL_LOAD_TIMEOUT_MS`'s default: leaves ONNX Runtime ≈ 2 s of Lambda's 10 s init to build
+/// the session.
+pub const DEFAULT_LOAD_TIMEOUT: Duration = Duration::from_secs(8);
+/// S3 attempts per load (the first and two retries).
+const S3_ATTEMPTS: u32 = 3;
+const S3_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// From request sent to response headers; the body is bounded by the whole-load timeout (and
+/// the SDK's stalled-stream protection).
+const S3_READ_TIMEOUT: Duration = Duration::from_secs(2);
+const S3_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+const S3_INITIAL_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Reads the file at `uri`, giving up after `timeout`; the error names `what` ("model",
+/// "registry"), the bucket/key or path, and the cause.
+pub async fn load(uri: &SourceUri, what: &str, timeout: Duration) -> Result<SourceBytes, String> {
+    match tokio::time::timeout(timeout, load_unbounded(uri, what)).await {
+        Ok(loaded) => loaded,
+        Err(_) => Err(format!(
+            "cannot load {what} {uri}: not loaded within {} ms (MODEL_LOAD_TIMEOUT_MS): the source \
+             is unreachable or too slow",
+            timeout.as_millis()
+        )),
+    }
+}
+
+async fn load_unbounded(uri: &SourceUri, what: &str) -> Result<SourceBytes, String> {
     match uri {
         SourceUri::File(path) => {
             let bytes = tokio::fs::read(path)
@@ -47,11 +76,16 @@ fn custom_endpoint() -> bool {
 
 async fn load_s3(bucket: &str, key: &str, what: &str) -> Result<SourceBytes, String> {
     let shared = aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(RetryConfig::standard().with_max_attempts(3))
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(S3_ATTEMPTS)
+                .with_initial_backoff(S3_INITIAL_BACKOFF),
+        )
         .timeout_config(
             TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(2))
-                .operation_attempt_timeout(Duration::from_secs(20))
+                .connect_timeout(S3_CONNECT_TIMEOUT)
+                .read_timeout(S3_READ_TIMEOUT)
+                .operation_attempt_timeout(S3_ATTEMPT_TIMEOUT)
                 .build(),
         )
         .load()

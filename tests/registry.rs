@@ -120,8 +120,7 @@ fn prediction<'a>(answer: &'a Value, id: &str) -> &'a Value {
 fn log_fields(logs: &str, message: &str) -> Value {
     logs.lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|l| l["fields"]["message"] == message)
-        .map(|l| l["fields"].clone())
+        .find(|l| l["message"] == message)
         .unwrap_or_else(|| panic!("no log line {message:?} in:\n{logs}"))
 }
 

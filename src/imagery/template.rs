@@ -20,10 +20,20 @@ pub enum SourceKind {
 }
 
 /// A parsed, validated `TILE_URL`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct TileTemplate {
     raw: String,
     kind: SourceKind,
+}
+
+/// Literal query values (API keys, signatures) are redacted: a template may hold credentials.
+impl std::fmt::Debug for TileTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TileTemplate")
+            .field("raw", &crate::secrets::redact_template(&self.raw))
+            .field("kind", &self.kind)
+            .finish()
+    }
 }
 
 /// One image a chip needs and where its top-left pixel lands in the chip.
@@ -45,7 +55,8 @@ const STATIC: &[&str] = &["lat", "lon", "zoom", "width", "height"];
 const ZOOM_512: &str = "zoom512";
 const WMS: &[&str] = &["bbox", "width", "height"];
 
-/// A template that cannot be used; the message shows the template and what is wrong.
+/// A template that cannot be used; the message shows the template (literal query values
+/// redacted: they may be keys) and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("TILE_URL {template:?}: {reason}")]
 pub struct TemplateError {
@@ -56,7 +67,7 @@ pub struct TemplateError {
 impl TileTemplate {
     pub fn parse(raw: &str) -> Result<Self, TemplateError> {
         let fail = |reason: String| TemplateError {
-            template: raw.to_string(),
+            template: crate::secrets::redact_template(raw),
             reason,
         };
         let scheme_ok = ["http://", "https://", "file://"]
@@ -428,5 +439,17 @@ mod tests {
             assert!(err.to_string().contains(raw), "{err}");
             assert!(err.reason.contains(needle), "{raw}: {err}");
         }
+    }
+
+    #[test]
+    fn keys_in_a_template_never_reach_its_error_or_debug_output() {
+        let err = TileTemplate::parse("https://t/{z}/{x}/{row}.png?key=AIzaSECRET").unwrap_err();
+        assert!(
+            err.to_string().contains("{row}.png?key=…"),
+            "the template's shape is still shown: {err}"
+        );
+        assert!(!format!("{err} {err:?}").contains("AIzaSECRET"), "{err}");
+        let ok = TileTemplate::parse("https://t/{z}/{x}/{y}.png?access_token=pk.SECRET").unwrap();
+        assert!(!format!("{ok:?}").contains("pk.SECRET"), "{ok:?}");
     }
 }

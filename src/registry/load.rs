@@ -2,7 +2,7 @@
 //! blocking thread (a million rows keep a core busy for about a second, which must not stall
 //! the model's download on the same runtime), time it, and log what was loaded.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::rows::ParseError;
 use super::{Registry, RegistrySettings};
@@ -29,10 +29,13 @@ impl RegistryError {
 }
 
 /// Fetches, parses and indexes the register; logs its size, and any skipped rows.
-pub async fn load(settings: RegistrySettings) -> Result<Registry, RegistryError> {
+pub async fn load(
+    settings: RegistrySettings,
+    timeout: Duration,
+) -> Result<Registry, RegistryError> {
     let started = Instant::now();
     let uri = settings.uri.to_string();
-    let source = crate::source::load(&settings.uri, "registry")
+    let source = crate::source::load(&settings.uri, "registry", timeout)
         .await
         .map_err(RegistryError::Unavailable)?;
     let version = source.version;

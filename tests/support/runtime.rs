@@ -103,6 +103,7 @@ pub struct LambdaProcess {
     server: Arc<tiny_http::Server>,
     api: String,
     logs: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<String>>,
     next_id: AtomicU64,
     threads: Vec<JoinHandle<()>>,
 }
@@ -175,13 +176,19 @@ impl LambdaProcess {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
         let logs = Arc::new(Mutex::new(String::new()));
+        let stdout = Arc::new(Mutex::new(String::new()));
         let out: Box<dyn Read + Send> = Box::new(child.stdout.take().unwrap());
         let err: Box<dyn Read + Send> = Box::new(child.stderr.take().unwrap());
         let mut threads = vec![accept];
-        for pipe in [out, err] {
+        for (pipe, only) in [(out, Some(stdout.clone())), (err, None)] {
             let logs = logs.clone();
             threads.push(std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if let Some(only) = &only {
+                        let mut o = only.lock().unwrap();
+                        o.push_str(&line);
+                        o.push('\n');
+                    }
                     let mut l = logs.lock().unwrap();
                     l.push_str(&line);
                     l.push('\n');
@@ -196,6 +203,7 @@ impl LambdaProcess {
             server,
             api,
             logs,
+            stdout,
             next_id: AtomicU64::new(1),
             threads,
         }
@@ -211,10 +219,13 @@ impl LambdaProcess {
     /// event until the answer arrives (what Lambda bills; excludes waiting for the child to
     /// finish init and ask for work).
     pub fn invoke_timed(&self, event: &Value, timeout_ms: u64) -> (Invocation, Duration) {
-        let n = self.next_id.fetch_add(1, Ordering::SeqCst);
-        let id = format!("{:08x}-0000-4000-8000-{n:012x}", self.pid);
+        self.invoke_raw_timed(serde_json::to_vec(event).unwrap(), timeout_ms)
+    }
+
+    /// Like `invoke_timed` with the payload's bytes as given (e.g. not JSON at all).
+    pub fn invoke_raw_timed(&self, body: Vec<u8>, timeout_ms: u64) -> (Invocation, Duration) {
+        let id = Self::request_id(self.pid, self.next_id.fetch_add(1, Ordering::SeqCst));
         let deadline_ms = epoch_ms() + u128::from(timeout_ms);
-        let body = serde_json::to_vec(event).unwrap();
         self.shared.lock().queue.push_back(Queued {
             id: id.clone(),
             body,
@@ -254,6 +265,18 @@ impl LambdaProcess {
         }
     }
 
+    /// The request id of the `n`th invocation (from 1) of the process `pid`.
+    pub fn request_id(pid: u32, n: u64) -> String {
+        format!("{pid:08x}-0000-4000-8000-{n:012x}")
+    }
+
+    /// The request ids handed out so far, in order.
+    pub fn request_ids(&self) -> Vec<String> {
+        (1..self.next_id.load(Ordering::SeqCst))
+            .map(|n| Self::request_id(self.pid, n))
+            .collect()
+    }
+
     /// Waits for the child to report `POST /runtime/init/error`: `(errorType, errorMessage)`.
     /// lambda_runtime 1.5 posts this only for SnapStart hook failures; a function that fails
     /// its own init must post it itself (or just exit: see `wait_exit` and `logs`).
@@ -277,6 +300,11 @@ impl LambdaProcess {
     /// Everything the child wrote to stdout and stderr so far.
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()
+    }
+
+    /// What the child wrote to stdout only (where CloudWatch EMF lines belong).
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
     }
 
     /// `host:port` of the emulated Runtime API.
