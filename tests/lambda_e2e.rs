@@ -44,6 +44,13 @@ fn function_env(
     env
 }
 
+/// Starts the function with `env` and returns the init error it reports.
+fn init_error(env: &[(String, String)]) -> (String, String) {
+    LambdaProcess::spawn(env)
+        .wait_init_error(Duration::from_secs(30))
+        .expect("an init error is reported")
+}
+
 fn direct_event() -> Value {
     serde_json::from_slice(&std::fs::read(manifest("events/direct.json")).unwrap()).unwrap()
 }
@@ -182,10 +189,7 @@ fn a_missing_onnx_runtime_library_fails_init_saying_where_and_how() {
         &manifest("fixtures/models/rgb_tiny.onnx"),
         &[("ORT_DYLIB_PATH", "/nowhere/libonnxruntime.so")],
     );
-    let lambda = LambdaProcess::spawn(&env);
-    let (error_type, message) = lambda
-        .wait_init_error(Duration::from_secs(30))
-        .expect("an init error is reported");
+    let (error_type, message) = init_error(&env);
     assert_eq!(error_type, "OnnxRuntimeError");
     assert!(
         message.contains("/nowhere/libonnxruntime.so") && message.contains("make ort"),
@@ -206,10 +210,8 @@ fn configuration_errors_fail_init_naming_the_variable() {
         ),
         ("BATCH_SIZE", "0", "BATCH_SIZE"),
     ] {
-        let lambda = LambdaProcess::spawn(&function_env(&s3, &tiles, &model, &[(name, value)]));
-        let (error_type, message) = lambda
-            .wait_init_error(Duration::from_secs(30))
-            .expect("an init error is reported");
+        let (error_type, message) =
+            init_error(&function_env(&s3, &tiles, &model, &[(name, value)]));
         assert_eq!(error_type, "ConfigError");
         assert!(message.contains(needle), "{message}");
     }

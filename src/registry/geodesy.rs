@@ -40,7 +40,10 @@ pub fn distance_m(a: (f64, f64), b: (f64, f64)) -> f64 {
     let (north, east) = metres_per_radian((a.0 + b.0) / 2.0);
     let dy = (b.0 - a.0).to_radians() * north;
     let dx = lon_delta(a.1, b.1).to_radians() * east;
-    dy.hypot(dx)
+    // Not `f64::hypot`: a build on glibc ≥ 2.35 links `hypot@GLIBC_2.35`, which Lambda's
+    // provided.al2023 (glibc 2.34) lacks (`make check-package` caught it). At building scale
+    // (metres to a kilometre) the plain form cannot overflow or lose precision.
+    (dy * dy + dx * dx).sqrt()
 }
 
 /// Half-sizes in degrees (lat, lon) of a box around `lat_deg` that holds every point within
