@@ -11,7 +11,7 @@ CARGO ?= cargo
 # Tests and local runs load ONNX Runtime from here (in Lambda it sits beside bootstrap).
 export ORT_DYLIB_PATH ?= $(ORT_LIB)
 
-.PHONY: all build release ort run test lint fmt clippy clean
+.PHONY: all build release ort run test lint fmt clippy clean bench bench-quick bench-model
 
 all: build
 
@@ -47,6 +47,31 @@ run: release ort
 test: ort
 	$(CARGO) test --all-targets
 
+## bench: the end-to-end benchmark on loopback (release build): ONNX Runtime alone, init,
+## 110 and 1,000 buildings cold/warm, the floor, the two-phase baseline and the tuning sweep.
+## Prints everything README's Performance section shows. BENCH_ARGS=--quick skips the sweep.
+VENV := $(CURDIR)/.venv
+BENCH_DIR := $(CURDIR)/.bench
+BENCH_MODEL := $(BENCH_DIR)/resnet18_128.onnx
+BENCH_ARGS ?=
+
+bench: ort $(BENCH_MODEL)
+	BENCH_MODEL=$(BENCH_MODEL) $(CARGO) bench --bench e2e -- $(BENCH_ARGS)
+
+bench-quick: ort $(BENCH_MODEL)
+	BENCH_MODEL=$(BENCH_MODEL) $(CARGO) bench --bench e2e -- --quick
+
+## bench-model: the ~45 MB ResNet-18-shaped model (random seeded weights), made on demand.
+bench-model: $(BENCH_MODEL)
+
+$(BENCH_MODEL): scripts/make_bench_model.py $(VENV)/.installed
+	$(VENV)/bin/python scripts/make_bench_model.py $@
+
+$(VENV)/.installed:
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'onnx>=1.16,<2' 'numpy>=1.26,<3'
+	touch $@
+
 fmt:
 	$(CARGO) fmt --all
 
@@ -58,4 +83,4 @@ lint: clippy
 
 clean:
 	$(CARGO) clean
-	rm -rf $(ORT_DIR)
+	rm -rf $(ORT_DIR) $(BENCH_DIR)
