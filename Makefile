@@ -11,7 +11,7 @@ CARGO ?= cargo
 # Tests and local runs load ONNX Runtime from here (in Lambda it sits beside bootstrap).
 export ORT_DYLIB_PATH ?= $(ORT_LIB)
 
-.PHONY: all build release ort run test lint fmt clippy clean bench bench-quick bench-model
+.PHONY: all build release ort run test lint fmt clippy clean bench bench-quick bench-model bench-registry
 
 all: build
 
@@ -71,6 +71,11 @@ $(VENV)/.installed:
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'onnx>=1.16,<2' 'numpy>=1.26,<3'
 	touch $@
+
+## bench-registry: load time, memory and lookup cost of generated 1,000,000-point registers
+## (written to .bench/). Release build; about a minute on 2 vCPUs once built.
+bench-registry:
+	$(CARGO) run --release --example registry_bench
 
 fmt:
 	$(CARGO) fmt --all

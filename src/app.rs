@@ -1,7 +1,7 @@
 //! The sandbox's long-lived state and its one job: buildings in, predictions out.
 //!
 //! [`App::init`] runs once, during Lambda's init phase: it loads ONNX Runtime and the model,
-//! builds the session and the HTTP client. [`App::predict`] runs per invocation and pays for
+//! builds the session and the HTTP client, and loads the registry (if any) alongside. [`App::predict`] runs per invocation and pays for
 //! none of that. Event shapes (direct, API Gateway, …) are `handler`'s business, not this.
 
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::error::BuildingError;
@@ -19,13 +20,15 @@ use crate::imagery::template::TileTemplate;
 use crate::model::{Model, ModelOptions, onnx_runtime, ort_library_path};
 use crate::pipeline::Pipeline;
 use crate::preprocess::Normalisation;
+use crate::registry::{Listing, Registry, RegistryError};
 use crate::request::BuildingInput;
 
 /// Why the function could not start; reported to Lambda's `/runtime/init/error`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]
 pub struct InitError {
-    /// A readable `errorType`: `ConfigError`, `OnnxRuntimeError`, `ModelLoadError`, `ModelError`.
+    /// A readable `errorType`: `ConfigError`, `OnnxRuntimeError`, `ModelLoadError`, `ModelError`,
+    /// `RegistryLoadError`, `RegistryError`.
     pub error_type: &'static str,
     pub message: String,
 }
@@ -36,6 +39,12 @@ impl InitError {
             error_type,
             message: message.into(),
         }
+    }
+}
+
+impl From<RegistryError> for InitError {
+    fn from(error: RegistryError) -> Self {
+        Self::new(error.error_type(), error.to_string())
     }
 }
 
@@ -61,6 +70,13 @@ pub struct Timing {
     pub batch_size: usize,
     pub images_fetched: usize,
     pub cache_hits: usize,
+    /// Only with a registry: its fetch + parse + index time on a cold start (it overlaps
+    /// `model_load_ms`), 0 afterwards.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry_load_ms: Option<f64>,
+    /// Only with a registry: time spent looking up this request's buildings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry_lookup_ms: Option<f64>,
 }
 
 /// A successful prediction for one building.
@@ -70,6 +86,8 @@ pub struct Scored {
     pub score: f32,
     /// In label order.
     pub probabilities: Vec<f32>,
+    /// The registry's answer for this building; `None` when no registry is configured.
+    pub registry: Option<Listing>,
 }
 
 pub type Outcome = Result<Scored, BuildingError>;
@@ -80,21 +98,31 @@ pub struct App {
     pub model_info: ModelInfo,
     pipeline: Pipeline,
     model_load_ms: f64,
+    registry: Option<Registry>,
     /// True until the first invocation has reported the cold start.
     cold: AtomicBool,
 }
 
 impl App {
     /// Loads ONNX Runtime, the model (S3 or file) and builds the session and HTTP client.
+    ///
+    /// The registry loads at the same time on its own task: building the ONNX session blocks
+    /// this task for a while, and a spawned task keeps fetching and parsing on another worker
+    /// meanwhile (`try_join!` on one task would stall it). Dropping the `JoinSet` on an early
+    /// error cancels it.
     pub async fn init(config: Config) -> Result<Self, InitError> {
         let template = TileTemplate::parse(&config.tile_url)
             .map_err(|e| InitError::new("ConfigError", e.to_string()))?;
+        let mut registry_task = JoinSet::new();
+        if let Some(settings) = config.registry.clone() {
+            registry_task.spawn(crate::registry::load(settings));
+        }
         let library = ort_library_path(config.ort_dylib_path.as_deref());
         let environment =
             onnx_runtime(&library).map_err(|e| InitError::new("OnnxRuntimeError", e))?;
 
         let started = Instant::now();
-        let source = crate::model_source::load(&config.model_uri)
+        let source = crate::source::load(&config.model_uri, "model")
             .await
             .map_err(|e| InitError::new("ModelLoadError", e))?;
         let options = ModelOptions {
@@ -107,6 +135,18 @@ impl App {
         })?;
         let model_load_ms = ms(started.elapsed());
         let version = source.version;
+        let registry = match registry_task.join_next().await {
+            None => None,
+            Some(joined) => Some(joined.map_err(|e| {
+                InitError::new(
+                    "RegistryLoadError",
+                    format!("the registry loader failed: {e}"),
+                )
+            })??),
+        };
+        if let Some(registry) = &registry {
+            check_positive_label(&registry.settings.positive_label, &model.labels)?;
+        }
 
         if let Some(fixed) = model.shape.fixed_batch
             && fixed != config.batch_size
@@ -164,6 +204,7 @@ impl App {
             model_info,
             pipeline,
             model_load_ms,
+            registry,
             cold: AtomicBool::new(true),
         })
     }
@@ -182,7 +223,7 @@ impl App {
             .collect();
         let output = self.pipeline.run(&valid, cutoff).await;
         let mut results = output.results.into_iter();
-        let outcomes: Vec<Outcome> = buildings
+        let mut outcomes: Vec<Outcome> = buildings
             .iter()
             .map(|b| match &b.position {
                 Err(error) => Err(error.clone()),
@@ -192,6 +233,15 @@ impl App {
                     .map(|p| self.scored(p)),
             })
             .collect();
+        let registry_lookup_ms = self.registry.as_ref().map(|registry| {
+            let looking = Instant::now();
+            for (building, outcome) in buildings.iter().zip(&mut outcomes) {
+                if let (Ok(at), Ok(scored)) = (&building.position, outcome) {
+                    scored.registry = Some(registry.listing(*at));
+                }
+            }
+            ms(looking.elapsed())
+        });
         let cold_start = self.cold.swap(false, Ordering::SeqCst);
         let total = started.elapsed();
         let succeeded = outcomes.iter().filter(|o| o.is_ok()).count();
@@ -213,8 +263,18 @@ impl App {
                 .unwrap_or(self.config.batch_size),
             images_fetched: s.images_fetched,
             cache_hits: s.cache_hits,
+            registry_load_ms: self
+                .registry
+                .as_ref()
+                .map(|r| if cold_start { r.info.load_ms } else { 0.0 }),
+            registry_lookup_ms,
         };
         (outcomes, timing)
+    }
+
+    /// The registry, when `REGISTRY_URI` is set.
+    pub fn registry(&self) -> Option<&Registry> {
+        self.registry.as_ref()
     }
 
     fn scored(&self, probabilities: Vec<f32>) -> Scored {
@@ -226,8 +286,25 @@ impl App {
             label: self.model_info.labels[best].clone(),
             score,
             probabilities,
+            registry: None,
         }
     }
+}
+
+/// `REGISTRY_POSITIVE_LABEL` must name one of the model's labels, or nothing would ever count
+/// as flagged.
+fn check_positive_label(positive: &str, labels: &[String]) -> Result<(), InitError> {
+    if labels.iter().any(|l| l == positive) {
+        return Ok(());
+    }
+    Err(InitError::new(
+        "ConfigError",
+        format!(
+            "REGISTRY_POSITIVE_LABEL={positive:?} is not one of the model's labels ({}): set it to \
+             the label that means \"flagged\", or set MODEL_LABELS",
+            labels.join(", ")
+        ),
+    ))
 }
 
 /// Milliseconds with two decimals: enough for timing, short in JSON.

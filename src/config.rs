@@ -7,23 +7,33 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Where the ONNX model lives.
+use crate::registry::RegistrySettings;
+
+/// Where a file read at init lives: the ONNX model (`MODEL_URI`), the registry (`REGISTRY_URI`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ModelUri {
+pub enum SourceUri {
     S3 { bucket: String, key: String },
     File(PathBuf),
 }
 
-impl ModelUri {
-    /// `s3://bucket/key`, `file:///abs/path`, or a plain path.
+/// The model's location: the name callers and older code know it by.
+pub type ModelUri = SourceUri;
+
+impl SourceUri {
+    /// `MODEL_URI`: `s3://bucket/key`, `file:///abs/path`, or a plain path.
     pub fn parse(raw: &str) -> Result<Self, ConfigError> {
+        Self::parse_named("MODEL_URI", raw)
+    }
+
+    /// Like [`SourceUri::parse`]; errors name the variable `name`.
+    pub fn parse_named(name: &'static str, raw: &str) -> Result<Self, ConfigError> {
         if let Some(rest) = raw.strip_prefix("s3://") {
             let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() || key.is_empty() {
                 return Err(ConfigError::new(
-                    "MODEL_URI",
+                    name,
                     raw,
-                    "an S3 URI needs a bucket and a key: s3://bucket/path/model.onnx",
+                    "an S3 URI needs a bucket and a key: s3://bucket/path/file",
                 ));
             }
             return Ok(Self::S3 {
@@ -34,7 +44,7 @@ impl ModelUri {
         let path = raw.strip_prefix("file://").unwrap_or(raw);
         if path.is_empty() || raw.contains("://") && !raw.starts_with("file://") {
             return Err(ConfigError::new(
-                "MODEL_URI",
+                name,
                 raw,
                 "expected s3://bucket/key, file:///path or a local path",
             ));
@@ -43,7 +53,7 @@ impl ModelUri {
     }
 }
 
-impl std::fmt::Display for ModelUri {
+impl std::fmt::Display for SourceUri {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::S3 { bucket, key } => write!(f, "s3://{bucket}/{key}"),
@@ -80,6 +90,8 @@ pub struct Config {
     pub tile_headers: Vec<(String, String)>,
     pub deadline_margin: Duration,
     pub metrics_namespace: String,
+    /// `REGISTRY_URI` and its settings; `None` when no registry is configured.
+    pub registry: Option<RegistrySettings>,
 }
 
 /// A configuration value that cannot be used, with the variable, the value and the reason.
@@ -92,7 +104,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(name: &'static str, value: &str, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(name: &'static str, value: &str, reason: impl Into<String>) -> Self {
         Self {
             name,
             value: value.to_string(),
@@ -230,6 +242,7 @@ impl Config {
             deadline_margin,
             metrics_namespace: get("METRICS_NAMESPACE")
                 .unwrap_or_else(|| "tilepredict".to_string()),
+            registry: RegistrySettings::from_lookup(&get)?,
         })
     }
 }

@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 
 use crate::app::{App, Outcome, Timing};
 use crate::error::RequestError;
+use crate::registry;
 use crate::request::{BuildingInput, kind, parse_building_list};
 
 /// The shapes a caller may send, for error messages.
@@ -61,7 +62,8 @@ pub fn cutoff(deadline: Option<SystemTime>, margin: std::time::Duration) -> toki
     }
 }
 
-/// `{"predictions": [...], "failed": n, "timing": {...}, "model": {...}}`.
+/// `{"predictions": [...], "failed": n, "timing": {...}, "model": {...}}`, plus the
+/// `"registry"` summary when a registry is configured.
 pub fn direct_answer(
     app: &App,
     buildings: &[BuildingInput],
@@ -73,12 +75,16 @@ pub fn direct_answer(
         .zip(outcomes)
         .map(|(b, o)| prediction(app, b, o))
         .collect();
-    json!({
+    let mut answer = json!({
         "predictions": predictions,
         "failed": outcomes.iter().filter(|o| o.is_err()).count(),
         "timing": timing,
         "model": app.model_info,
-    })
+    });
+    if let Some(summary) = registry::answer::summary(app, outcomes) {
+        answer["registry"] = summary;
+    }
+    answer
 }
 
 fn prediction(app: &App, building: &BuildingInput, outcome: &Outcome) -> Value {
@@ -104,6 +110,7 @@ fn prediction(app: &App, building: &BuildingInput, outcome: &Outcome) -> Value {
                 .map(|(label, p)| (label.clone(), json!(round6(*p))))
                 .collect();
             entry.insert("probabilities".into(), Value::Object(probabilities));
+            registry::answer::add_listing(&mut entry, scored);
         }
         Err(error) => {
             entry.insert("error".into(), json!(error));

@@ -3,9 +3,10 @@
 //!
 //! `main.rs` only wires these together: `config` (environment → settings), `geo` (web
 //! mercator), `imagery` (URLs, fetch, decode, stitch, cache), `preprocess` (pixels → tensor),
-//! `model_source` + `model` (bytes → ONNX Runtime session), `pipeline` (the overlapped
-//! fetch/infer loop), `request` (bodies → buildings), `app` (per-sandbox state) and
-//! `handler` (event shapes → answers).
+//! `source` + `model` (bytes → ONNX Runtime session), `pipeline` (the overlapped
+//! fetch/infer loop), `registry` (the known-buildings register each prediction is checked
+//! against), `request` (bodies → buildings), `app` (per-sandbox state) and `handler` (event
+//! shapes → answers).
 
 pub mod app;
 pub mod config;
@@ -14,7 +15,8 @@ pub mod geo;
 pub mod handler;
 pub mod imagery;
 pub mod model;
-pub mod model_source;
 pub mod pipeline;
 pub mod preprocess;
+pub mod registry;
 pub mod request;
+pub mod source;

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use crate::error::{BuildingError, ErrorCode};
 use crate::geo::LatLon;
-use crate::imagery::{Imagery, chip, decode};
+use crate::imagery::{Imagery, chip};
 use crate::model::Model;
 use crate::preprocess::Normalisation;
 
@@ -103,8 +103,29 @@ struct Run {
 
 impl Pipeline {
     /// Predicts every point; `results[i]` answers `points[i]`. Work not finished by `cutoff`
-    /// is answered `deadline_exceeded`.
+    /// is answered `deadline_exceeded`. Points with the same chip window (identical
+    /// coordinates, or within a pixel's rounding) share one chip and one prediction.
     pub async fn run(&self, points: &[LatLon], cutoff: Instant) -> Output {
+        let mut first_of = HashMap::new();
+        let mut unique = Vec::new();
+        let slots: Vec<usize> = points
+            .iter()
+            .map(|p| {
+                *first_of.entry(self.imagery.window(*p)).or_insert_with(|| {
+                    unique.push(*p);
+                    unique.len() - 1
+                })
+            })
+            .collect();
+        let output = self.run_unique(&unique, cutoff).await;
+        Output {
+            results: slots.iter().map(|&u| output.results[u].clone()).collect(),
+            stats: output.stats,
+        }
+    }
+
+    /// [`Pipeline::run`] for points whose chips all differ.
+    async fn run_unique(&self, points: &[LatLon], cutoff: Instant) -> Output {
         let started = Instant::now();
         let (jobs, parts) = self.plan(points);
         let uses_left = jobs.iter().map(|j| j.uses.len()).collect();
@@ -270,7 +291,7 @@ impl Pipeline {
         for (chip_index, p) in points.iter().enumerate() {
             let mut chip_parts = Vec::new();
             for part in self.imagery.plan(*p) {
-                let expected = part.expected_size(self.imagery.chip_size());
+                let expected = (part.width, part.height);
                 let j = *index_of.entry(part.url.clone()).or_insert_with(|| {
                     jobs.push(ImageJob {
                         url: part.url,
@@ -321,26 +342,7 @@ impl Pipeline {
             let started = std::time::Instant::now();
             let run = task_run;
             let job = &run.jobs[index];
-            let image = bytes.and_then(|bytes| {
-                decode::decode(
-                    &bytes,
-                    job.expected,
-                    &crate::imagery::fetch::redact(&job.url),
-                )
-            });
-            let image = image.map(|decoded| {
-                if let Some((w, h)) = decoded.resized_from {
-                    tracing::warn!(
-                        url = %crate::imagery::fetch::redact(&job.url),
-                        got = %format!("{w}x{h}"),
-                        expected = %format!("{}x{}", job.expected.0, job.expected.1),
-                        "image has an unexpected size; resized"
-                    );
-                }
-                let image = Arc::new(decoded.image);
-                imagery.remember(&job.url, &image);
-                image
-            });
+            let image = bytes.and_then(|bytes| imagery.decode(&job.url, &bytes, job.expected));
             deliver(&run, index, image);
             run.decode_nanos
                 .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);

@@ -17,13 +17,28 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(2);
 const BASE_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Fetch settings (from `Config`).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct FetchSettings {
     pub timeout: Duration,
     pub retries: u32,
     pub max_bytes: usize,
+    /// `TILE_HEADERS`: sent with every imagery request, never logged (values may be keys).
     pub headers: Vec<(String, String)>,
     pub max_connections: usize,
+}
+
+/// Shows header names only: a settings dump must not leak an API key.
+impl std::fmt::Debug for FetchSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("FetchSettings")
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .field("max_bytes", &self.max_bytes)
+            .field("headers", &names)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
 }
 
 /// Downloads images; cheap to share (`reqwest::Client` is an `Arc` inside).
@@ -302,6 +317,22 @@ mod tests {
             HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
         );
         assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn settings_debug_shows_header_names_not_values() {
+        let settings = FetchSettings {
+            timeout: Duration::from_secs(1),
+            retries: 0,
+            max_bytes: 1024,
+            headers: vec![("X-Api-Key".into(), "s3cret-value".into())],
+            max_connections: 1,
+        };
+        let shown = format!("{settings:?}");
+        assert!(
+            shown.contains("X-Api-Key") && !shown.contains("s3cret-value"),
+            "{shown}"
+        );
     }
 
     #[test]

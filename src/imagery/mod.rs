@@ -2,7 +2,8 @@
 //!
 //! `template` turns `TILE_URL` into URLs, `fetch` gets bytes, `decode` makes RGB8 images,
 //! `chip` stitches them, `cache` keeps them warm across invocations. The pipeline decides
-//! when each step runs; this module only knows how.
+//! when each step runs (sharing images between chips); this module only knows how.
+//! [`Imagery::chip`] runs every step for one position, for tools and tests.
 
 pub mod cache;
 pub mod chip;
@@ -16,7 +17,7 @@ use bytes::Bytes;
 use image::RgbImage;
 use tokio::time::Instant;
 
-use crate::error::BuildingError;
+use crate::error::{BuildingError, ErrorCode};
 use crate::geo::{ChipWindow, LatLon};
 use cache::ImageCache;
 use fetch::Fetcher;
@@ -57,10 +58,15 @@ impl Imagery {
         self.chip_size
     }
 
+    /// The square of source pixels the chip centred on `p` covers. Positions with the same
+    /// window get the same chip.
+    pub fn window(&self, p: LatLon) -> ChipWindow {
+        ChipWindow::centred_on(p, self.zoom, self.chip_size)
+    }
+
     /// The images the chip centred on `p` needs, with their placement.
     pub fn plan(&self, p: LatLon) -> Vec<ImagePart> {
-        self.template
-            .plan(&ChipWindow::centred_on(p, self.zoom, self.chip_size))
+        self.template.plan(&self.window(p))
     }
 
     pub fn cached(&self, url: &str) -> Option<Arc<RgbImage>> {
@@ -77,5 +83,62 @@ impl Imagery {
 
     pub async fn fetch(&self, url: &str, cutoff: Instant) -> Result<Bytes, BuildingError> {
         self.fetcher.fetch(url, cutoff).await
+    }
+
+    /// Decodes the bytes fetched from `url` into an image of the `expected` size, and keeps it
+    /// warm. A server answering another size (a 1×1 placeholder, a retina tile) is resized
+    /// rather than failed, but logged: it usually means a misconfigured source. CPU work: call
+    /// it from a blocking thread.
+    pub fn decode(
+        &self,
+        url: &str,
+        bytes: &[u8],
+        expected: (u32, u32),
+    ) -> Result<Arc<RgbImage>, BuildingError> {
+        let shown = fetch::redact(url);
+        let decoded = decode::decode(bytes, expected, &shown)?;
+        if let Some((w, h)) = decoded.resized_from {
+            tracing::warn!(
+                url = %shown,
+                got = %format!("{w}x{h}"),
+                expected = %format!("{}x{}", expected.0, expected.1),
+                "image has an unexpected size; resized"
+            );
+        }
+        let image = Arc::new(decoded.image);
+        self.remember(url, &image);
+        Ok(image)
+    }
+
+    /// The chip centred on `p` at `chip_size` (before any resize to the model's input): its
+    /// images from the warm cache or the source, fetched concurrently and decoded on blocking
+    /// threads, then stitched. The pipeline does the same steps for many chips at once,
+    /// sharing images between them.
+    pub async fn chip(
+        self: &Arc<Self>,
+        p: LatLon,
+        cutoff: Instant,
+    ) -> Result<RgbImage, BuildingError> {
+        let parts = self.plan(p);
+        let images = futures_util::future::try_join_all(parts.iter().map(|part| async move {
+            if let Some(image) = self.cached(&part.url) {
+                return Ok(image);
+            }
+            let bytes = self.fetch(&part.url, cutoff).await?;
+            let (imagery, url) = (Arc::clone(self), part.url.clone());
+            let expected = (part.width, part.height);
+            tokio::task::spawn_blocking(move || imagery.decode(&url, &bytes, expected))
+                .await
+                .map_err(|e| {
+                    BuildingError::new(ErrorCode::ImageInvalid, format!("decoding failed: {e}"))
+                })?
+        }))
+        .await?;
+        let placed: Vec<(&RgbImage, i64, i64)> = images
+            .iter()
+            .zip(&parts)
+            .map(|(image, part)| (image.as_ref(), part.dx, part.dy))
+            .collect();
+        Ok(chip::stitch(&placed, self.chip_size))
     }
 }

@@ -12,7 +12,8 @@ use crate::geo::{ChipWindow, LatLon, TILE_SIZE, Tile, from_pixel};
 pub enum SourceKind {
     /// 256-px tiles: `{z}/{x}/{y}`, `{-y}` (TMS) or `{q}` (quadkey).
     Xyz,
-    /// One image centred on a point: `{lat} {lon} {zoom} {width} {height}`.
+    /// One image centred on a point: `{lat} {lon} {zoom} {width} {height}` (`{zoom512}` for
+    /// APIs counting zoom in 512-px tiles, as Mapbox does).
     StaticMap,
     /// WMS GetMap: `{bbox}` (EPSG:3857) with `{width} {height}`.
     Wms,
@@ -29,7 +30,8 @@ pub struct TileTemplate {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImagePart {
     pub url: String,
-    /// The size the image should have; other sizes are resized to it (with a warning).
+    /// The size the image should have (256 for a tile, the chip's side for a static map or
+    /// WMS image); other sizes are resized to it, with a warning.
     pub width: u32,
     pub height: u32,
     pub dx: i64,
@@ -38,6 +40,9 @@ pub struct ImagePart {
 
 const XYZ: &[&str] = &["z", "x", "y", "-y", "q"];
 const STATIC: &[&str] = &["lat", "lon", "zoom", "width", "height"];
+/// Zoom counted in 512-px tiles (Mapbox GL styles, hence Mapbox Static Images): one less than
+/// the 256-px zoom showing the same ground resolution.
+const ZOOM_512: &str = "zoom512";
 const WMS: &[&str] = &["bbox", "width", "height"];
 
 /// A template that cannot be used; the message shows the template and what is wrong.
@@ -67,7 +72,13 @@ impl TileTemplate {
                     .into(),
             ));
         }
-        let known: Vec<&str> = XYZ.iter().chain(STATIC).chain(WMS).copied().collect();
+        let known: Vec<&str> = XYZ
+            .iter()
+            .chain(STATIC)
+            .chain(&[ZOOM_512])
+            .chain(WMS)
+            .copied()
+            .collect();
         if let Some(unknown) = names.iter().find(|n| !known.contains(&n.as_str())) {
             return Err(fail(format!(
                 "unknown placeholder {{{unknown}}}; known: {}",
@@ -80,7 +91,7 @@ impl TileTemplate {
         }
         let has = |n: &str| names.iter().any(|m| m == n);
         let uses_xyz = XYZ.iter().any(|n| has(n));
-        let uses_static = ["lat", "lon", "zoom"].iter().any(|n| has(n));
+        let uses_static = ["lat", "lon", "zoom", ZOOM_512].iter().any(|n| has(n));
         let uses_wms = has("bbox");
         let kinds = [uses_xyz, uses_static, uses_wms]
             .iter()
@@ -115,10 +126,22 @@ impl TileTemplate {
             }
             SourceKind::Xyz
         } else if uses_static {
-            let missing: Vec<_> = STATIC.iter().filter(|n| !has(n)).collect();
+            if has("zoom") && has(ZOOM_512) {
+                return Err(fail(
+                    "use {zoom} (256-px tiles, e.g. Google) or {zoom512} (512-px tiles, e.g. Mapbox), not both"
+                        .into(),
+                ));
+            }
+            let present = |n: &str| has(n) || (n == "zoom" && has(ZOOM_512));
+            let missing: Vec<String> = STATIC
+                .iter()
+                .filter(|n| !present(n))
+                .map(|n| format!("{{{n}}}"))
+                .collect();
             if !missing.is_empty() {
                 return Err(fail(format!(
-                    "a static-map template needs {{lat}} {{lon}} {{zoom}} {{width}} {{height}}; missing {missing:?}"
+                    "a static-map template needs {{lat}} {{lon}} {{zoom}} (or {{zoom512}}) {{width}} {{height}}; missing {}",
+                    missing.join(" ")
                 )));
             }
             SourceKind::StaticMap
@@ -163,19 +186,9 @@ impl TileTemplate {
             SourceKind::StaticMap => {
                 let (cx, cy) = window.centre();
                 let centre = from_pixel(cx, cy, window.zoom);
-                vec![self.whole_chip(self.static_url(centre, window))]
+                vec![whole_chip(self.static_url(centre, window), window)]
             }
-            SourceKind::Wms => vec![self.whole_chip(self.wms_url(window))],
-        }
-    }
-
-    fn whole_chip(&self, url: String) -> ImagePart {
-        ImagePart {
-            url,
-            width: 0,
-            height: 0,
-            dx: 0,
-            dy: 0,
+            SourceKind::Wms => vec![whole_chip(self.wms_url(window), window)],
         }
     }
 
@@ -190,11 +203,15 @@ impl TileTemplate {
         })
     }
 
+    /// The centre is the window's centre (a pixel corner, or a pixel centre for an odd size),
+    /// so a server placing it at the image's centre renders exactly the window. Eight
+    /// decimals (≈ 1 mm) keep that exact to a tenth of a pixel up to zoom 24.
     fn static_url(&self, centre: LatLon, window: &ChipWindow) -> String {
         self.fill(|name| match name {
-            "lat" => Some(format!("{:.7}", centre.lat)),
-            "lon" => Some(format!("{:.7}", centre.lon)),
+            "lat" => Some(format!("{:.8}", centre.lat)),
+            "lon" => Some(format!("{:.8}", centre.lon)),
             "zoom" => Some(window.zoom.to_string()),
+            "zoom512" => Some((i32::from(window.zoom) - 1).to_string()),
             "width" | "height" => Some(window.size.to_string()),
             _ => None,
         })
@@ -225,14 +242,14 @@ impl TileTemplate {
     }
 }
 
-impl ImagePart {
-    /// Static-map and WMS images cover the whole chip: their expected size is the chip's.
-    pub fn expected_size(&self, chip_size: u32) -> (u32, u32) {
-        if self.width == 0 {
-            (chip_size, chip_size)
-        } else {
-            (self.width, self.height)
-        }
+/// Static-map and WMS images are the whole chip: one image of the window's size at (0, 0).
+fn whole_chip(url: String, window: &ChipWindow) -> ImagePart {
+    ImagePart {
+        url,
+        width: window.size,
+        height: window.size,
+        dx: 0,
+        dy: 0,
     }
 }
 
@@ -308,7 +325,10 @@ mod tests {
         let parts = s.plan(&window());
         assert_eq!(parts.len(), 1);
         assert!(parts[0].url.ends_with(",4/32x32.png"), "{}", parts[0].url);
-        assert_eq!(parts[0].expected_size(32), (32, 32));
+        assert_eq!(
+            (parts[0].width, parts[0].height, parts[0].dx, parts[0].dy),
+            (32, 32, 0, 0)
+        );
 
         let w = TileTemplate::parse("https://w/wms?SERVICE=WMS&REQUEST=GetMap&CRS=EPSG:3857&BBOX={bbox}&WIDTH={width}&HEIGHT={height}").unwrap();
         assert_eq!(w.kind(), SourceKind::Wms);
@@ -328,6 +348,64 @@ mod tests {
         assert!(bbox[0] < bbox[2] && bbox[1] < bbox[3]);
     }
 
+    /// Numbers between `prefix` and the next `end` in `url`, split on commas.
+    fn numbers(url: &str, prefix: &str, end: char) -> Vec<f64> {
+        let rest = &url[url.find(prefix).unwrap() + prefix.len()..];
+        rest[..rest.find(end).unwrap_or(rest.len())]
+            .split(',')
+            .map(|v| v.parse().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn static_map_centre_and_wms_bbox_give_back_the_window_exactly() {
+        for (size, zoom) in [(32, 19), (45, 24), (64, 3)] {
+            let p = LatLon::new(52.2297, 21.0122).unwrap();
+            let window = ChipWindow::centred_on(p, zoom, size);
+            let s = TileTemplate::parse("https://s/{lat},{lon}/{zoom}/{width}x{height}").unwrap();
+            let ll = numbers(&s.plan(&window)[0].url, "https://s/", '/');
+            let (cx, cy) = crate::geo::to_pixel(LatLon::new(ll[0], ll[1]).unwrap(), zoom);
+            let half = f64::from(size) / 2.0;
+            assert!(
+                (cx - half - window.left as f64).abs() < 0.1,
+                "{size}@{zoom}: {cx}"
+            );
+            assert!(
+                (cy - half - window.top as f64).abs() < 0.1,
+                "{size}@{zoom}: {cy}"
+            );
+
+            let w = TileTemplate::parse("https://w/?BBOX={bbox}&W={width}&H={height}").unwrap();
+            let b = numbers(&w.plan(&window)[0].url, "BBOX=", '&');
+            let per_pixel = 2.0 * crate::geo::ORIGIN_SHIFT_M / crate::geo::world_pixels(zoom);
+            let left = (b[0] + crate::geo::ORIGIN_SHIFT_M) / per_pixel;
+            let top = (crate::geo::ORIGIN_SHIFT_M - b[3]) / per_pixel;
+            assert!(
+                (left - window.left as f64).abs() < 0.1,
+                "{size}@{zoom}: {left}"
+            );
+            assert!(
+                (top - window.top as f64).abs() < 0.1,
+                "{size}@{zoom}: {top}"
+            );
+            assert!(((b[2] - b[0]) / per_pixel - f64::from(size)).abs() < 0.1);
+            assert!(((b[3] - b[1]) / per_pixel - f64::from(size)).abs() < 0.1);
+        }
+    }
+
+    #[test]
+    fn zoom512_counts_in_512_px_tiles() {
+        let m = TileTemplate::parse(
+            "https://api.mapbox.com/styles/v1/mapbox/satellite-v9/static/{lon},{lat},{zoom512}/{width}x{height}",
+        )
+        .unwrap();
+        assert_eq!(m.kind(), SourceKind::StaticMap);
+        assert!(
+            m.plan(&window())[0].url.contains(",3/32x32"),
+            "zoom 4 is 3 in 512-px tiles"
+        );
+    }
+
     #[test]
     fn bad_templates_are_rejected_with_the_template_and_the_reason() {
         for (raw, needle) in [
@@ -340,6 +418,11 @@ mod tests {
             ("https://t/{lat},{lon}", "missing"),
             ("https://t/{bbox}", "needs {bbox} with {width}"),
             ("https://t/{q}/{z}", "use it alone"),
+            (
+                "https://t/{lat},{lon},{zoom},{zoom512}/{width}x{height}",
+                "not both",
+            ),
+            ("https://t/{lat},{lon}/{width}x{height}", "missing {zoom}"),
         ] {
             let err = TileTemplate::parse(raw).unwrap_err();
             assert!(err.to_string().contains(raw), "{err}");

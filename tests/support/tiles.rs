@@ -286,3 +286,66 @@ pub fn parse_xyz(path: &str) -> Option<(u32, u64, u64)> {
     );
     (it.next().is_none() && z <= 30 && x < 1 << z && y < 1 << z).then_some((z, x, y))
 }
+
+/// A decompression bomb's calling card: a ~70-byte PNG whose header declares `width`×`height`
+/// (a 1×1 PNG with its IHDR patched and its CRC recomputed, so the file is well-formed up to
+/// its too-short pixel data). Decoding it naively would allocate width·height·3 bytes.
+#[allow(dead_code)]
+pub fn bomb_png(width: u32, height: u32) -> Vec<u8> {
+    let mut png = encode_png(&RgbImage::new(1, 1));
+    // Signature (8), IHDR length (4), "IHDR" (4), then width and height; the CRC covers the
+    // chunk type and its 13 data bytes.
+    assert_eq!(&png[12..16], b"IHDR");
+    png[16..20].copy_from_slice(&width.to_be_bytes());
+    png[20..24].copy_from_slice(&height.to_be_bytes());
+    let crc = crc32(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    png
+}
+
+/// CRC-32 (IEEE 802.3, as PNG chunks use), bit by bit: small inputs only.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// Global pixel of a point in a web-mercator world `world` pixels wide (the slippy-map
+/// formula, written here on its own so tests do not check the product against itself).
+#[allow(dead_code)]
+pub fn pixel_of(lat: f64, lon: f64, world: f64) -> (f64, f64) {
+    let x = (lon + 180.0) / 360.0 * world;
+    let y = (1.0 - lat.to_radians().tan().asinh() / std::f64::consts::PI) / 2.0 * world;
+    (x, y)
+}
+
+/// The point (`lat`, `lon`) at a global pixel (inverse of [`pixel_of`]).
+#[allow(dead_code)]
+pub fn point_at(x: f64, y: f64, world: f64) -> (f64, f64) {
+    let lon = x / world * 360.0 - 180.0;
+    let lat = (std::f64::consts::PI * (1.0 - 2.0 * y / world))
+        .sinh()
+        .atan()
+        .to_degrees();
+    (lat, lon)
+}
+
+/// A point at pixel (`px`, `py`) of tile `x`,`y` at zoom `z`: a chip of side ≤ 2·min(px, py,
+/// 256 − px, 256 − py) centred there needs that tile only.
+#[allow(dead_code)]
+pub fn point_in_tile(z: u8, x: u32, y: u32, px: f64, py: f64) -> (f64, f64) {
+    point_at(
+        f64::from(x) * 256.0 + px,
+        f64::from(y) * 256.0 + py,
+        256.0 * 2f64.powi(i32::from(z)),
+    )
+}

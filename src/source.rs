@@ -1,36 +1,39 @@
-//! Getting the model's bytes: from S3 (any S3-compatible endpoint) or a local file. Runs once
-//! per sandbox, during init.
+//! Getting a file's bytes at init: from S3 (any S3-compatible endpoint) or a local file. Used
+//! for the model and for the registry, once per sandbox; it knows nothing of what the bytes
+//! mean.
 
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, retry::RetryConfig, timeout::TimeoutConfig};
+use bytes::Bytes;
 
-use crate::config::ModelUri;
+use crate::config::SourceUri;
 
-/// The model file and a version string (the S3 ETag, or size and mtime for a file).
-pub struct ModelBytes {
-    pub bytes: Vec<u8>,
+/// A file's content and a version string (the S3 ETag, or size and mtime for a file).
+pub struct SourceBytes {
+    pub bytes: Bytes,
     pub version: String,
 }
 
-/// Reads the model; the error names the bucket/key or path and the cause.
-pub async fn load(uri: &ModelUri) -> Result<ModelBytes, String> {
+/// Reads the file at `uri`; the error names `what` ("model", "registry"), the bucket/key or
+/// path, and the cause.
+pub async fn load(uri: &SourceUri, what: &str) -> Result<SourceBytes, String> {
     match uri {
-        ModelUri::File(path) => {
+        SourceUri::File(path) => {
             let bytes = tokio::fs::read(path)
                 .await
-                .map_err(|e| format!("cannot read model file {}: {e}", path.display()))?;
+                .map_err(|e| format!("cannot read {what} file {}: {e}", path.display()))?;
             let meta = tokio::fs::metadata(path).await.ok();
             let mtime = meta
                 .and_then(|m| m.modified().ok())
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map_or(0, |d| d.as_secs());
-            Ok(ModelBytes {
+            Ok(SourceBytes {
                 version: format!("{}-{mtime}", bytes.len()),
-                bytes,
+                bytes: Bytes::from(bytes),
             })
         }
-        ModelUri::S3 { bucket, key } => load_s3(bucket, key).await,
+        SourceUri::S3 { bucket, key } => load_s3(bucket, key, what).await,
     }
 }
 
@@ -42,7 +45,7 @@ fn custom_endpoint() -> bool {
         .any(|name| std::env::var(name).is_ok_and(|v| !v.trim().is_empty()))
 }
 
-async fn load_s3(bucket: &str, key: &str) -> Result<ModelBytes, String> {
+async fn load_s3(bucket: &str, key: &str, what: &str) -> Result<SourceBytes, String> {
     let shared = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(RetryConfig::standard().with_max_attempts(3))
         .timeout_config(
@@ -57,7 +60,7 @@ async fn load_s3(bucket: &str, key: &str) -> Result<ModelBytes, String> {
         .force_path_style(custom_endpoint())
         .build();
     let client = aws_sdk_s3::Client::from_conf(config);
-    let fail = |what: String| format!("cannot load model s3://{bucket}/{key}: {what}");
+    let fail = |why: String| format!("cannot load {what} s3://{bucket}/{key}: {why}");
     let object = client
         .get_object()
         .bucket(bucket)
@@ -71,9 +74,8 @@ async fn load_s3(bucket: &str, key: &str) -> Result<ModelBytes, String> {
         .collect()
         .await
         .map_err(|e| fail(format!("body cut off: {e}")))?
-        .into_bytes()
-        .to_vec();
-    Ok(ModelBytes { bytes, version })
+        .into_bytes();
+    Ok(SourceBytes { bytes, version })
 }
 
 /// The SDK's `Display` is terse ("service error"); walk the sources for the real cause.
