@@ -19,7 +19,8 @@ PACKAGE_ZIP := $(DIST)/tilepredict.zip
 export ORT_DYLIB_PATH ?= $(ORT_LIB)
 
 .PHONY: all build release ort run test lint fmt clippy clean lint-template \
-  build-TilePredictFunction package check-package bench-registry soak
+  build-TilePredictFunction package check-package bench-registry soak \
+  bench bench-quick bench-model
 
 all: build
 
@@ -55,10 +56,35 @@ run: release ort
 test: ort
 	$(CARGO) test --all-targets
 
+## bench: the end-to-end benchmark on loopback (release build): ONNX Runtime alone, init,
+## 110 and 1,000 buildings cold/warm, the floor, the two-phase baseline and the tuning sweep.
+## Prints everything README's Performance section shows. BENCH_ARGS=--quick skips the sweep.
+BENCH_DIR := $(CURDIR)/.bench
+BENCH_MODEL := $(BENCH_DIR)/resnet18_128.onnx
+BENCH_ARGS ?=
+
+bench: ort $(BENCH_MODEL)
+	BENCH_MODEL=$(BENCH_MODEL) $(CARGO) bench --bench e2e -- $(BENCH_ARGS)
+
+bench-quick: ort $(BENCH_MODEL)
+	BENCH_MODEL=$(BENCH_MODEL) $(CARGO) bench --bench e2e -- --quick
+
+## bench-model: the ~45 MB ResNet-18-shaped model (random seeded weights), made on demand.
+bench-model: $(BENCH_MODEL)
+
+$(BENCH_MODEL): scripts/make_bench_model.py $(VENV)/.installed
+	$(VENV)/bin/python scripts/make_bench_model.py $@
+
+$(VENV)/.installed:
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'onnx>=1.16,<2' 'numpy>=1.26,<3'
+	touch $@
+
 ## bench-registry: load time, memory and lookup cost of generated 1,000,000-point registers
 ## (written to .bench/). Release build; about a minute on 2 vCPUs once built.
 bench-registry:
 	$(CARGO) run --release --example registry_bench
+
 ## build-TilePredictFunction: what `sam build` runs (template.yaml: BuildMethod makefile). Puts
 ## the release bootstrap and ONNX Runtime in $(ARTIFACTS_DIR). The library goes in once, under
 ## the name bootstrap looks for first (libonnxruntime.so): SAM's zipper follows symlinks, so a
@@ -122,4 +148,4 @@ lint: clippy
 
 clean:
 	$(CARGO) clean
-	rm -rf $(ORT_DIR) $(DIST) .aws-sam
+	rm -rf $(ORT_DIR) $(DIST) .aws-sam $(BENCH_DIR)

@@ -1,0 +1,156 @@
+//! The function as Lambda runs it: the release `bootstrap` under the Runtime API emulator
+//! (`support::runtime`), its model in a loopback S3 server, its imagery from the benchmark's
+//! tile server. A fresh process per configuration, so the first invocation is a real cold start
+//! and `VmHWM` is that configuration's own peak RSS.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::support::runtime::LambdaProcess;
+use crate::support::s3::S3Server;
+use crate::support::tiles::TileServer;
+use crate::world::{Case, Latency, ZOOM, tile_server};
+
+pub const BUCKET: &str = "bench";
+pub const MODEL_KEY: &str = "models/resnet18_128.onnx";
+/// Lambda's timeout for every benchmark invocation (the emulator's deadline header).
+const TIMEOUT_MS: u64 = 120_000;
+
+/// The `timing` block of an answer (the fields the benchmark reads).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Timing {
+    pub total_ms: f64,
+    pub download_ms: f64,
+    pub decode_ms: f64,
+    pub inference_ms: f64,
+    pub model_load_ms: f64,
+    pub cold_start: bool,
+    pub throughput_per_s: f64,
+    pub batches: usize,
+    pub images_fetched: usize,
+    pub cache_hits: usize,
+}
+
+/// One invocation as measured.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub timing: Timing,
+    /// Mean added latency of the tile requests served during the invocation.
+    pub mean_latency: Duration,
+}
+
+/// The loopback services every function process talks to.
+pub struct Services {
+    pub s3: S3Server,
+    pub tiles: TileServer,
+    pub latency: Arc<Latency>,
+    pub ort_library: PathBuf,
+}
+
+impl Services {
+    pub fn start(model: &Path, ort_library: PathBuf, variants: Arc<Vec<Vec<u8>>>) -> Self {
+        let s3 = S3Server::start();
+        let bytes = std::fs::read(model)
+            .unwrap_or_else(|e| panic!("cannot read the bench model {}: {e}", model.display()));
+        s3.put(BUCKET, MODEL_KEY, &bytes);
+        let latency = Latency::new(Duration::from_millis(80), Duration::from_millis(20));
+        let tiles = tile_server(variants, Arc::clone(&latency));
+        Self {
+            s3,
+            tiles,
+            latency,
+            ort_library,
+        }
+    }
+}
+
+/// A running function process.
+pub struct Function<'a> {
+    services: &'a Services,
+    process: LambdaProcess,
+    /// Process start → ready for the first event (exec, ONNX Runtime, model from S3, session),
+    /// as seen from outside: wall time to the first answer less that invocation's duration.
+    pub ready: Duration,
+    pub cold: Run,
+}
+
+impl<'a> Function<'a> {
+    /// Starts `bootstrap` with the production-like environment plus `settings`, and sends it
+    /// `first` as its cold invocation.
+    pub fn start(services: &'a Services, settings: &[(&str, String)], first: &Case) -> Self {
+        let mut env = services.s3.env();
+        for (k, v) in [
+            ("MODEL_URI", format!("s3://{BUCKET}/{MODEL_KEY}")),
+            (
+                "TILE_URL",
+                format!("{}/{{z}}/{{x}}/{{y}}.jpg", services.tiles.base_url()),
+            ),
+            ("TILE_ZOOM", ZOOM.to_string()),
+            (
+                "ORT_DYLIB_PATH",
+                services.ort_library.to_string_lossy().into_owned(),
+            ),
+            // 2 vCPUs on Lambda (and the INFERENCE_THREADS default follows it).
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "3538".to_string()),
+            ("RUST_LOG", "warn".to_string()),
+        ] {
+            env.push((k.to_string(), v));
+        }
+        env.extend(settings.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        let started = Instant::now();
+        let process = LambdaProcess::spawn(&env);
+        let (cold, duration) = invoke(services, &process, first);
+        let ready = started.elapsed().saturating_sub(duration);
+        assert!(
+            cold.timing.cold_start,
+            "the first answer is not a cold start"
+        );
+        Self {
+            services,
+            process,
+            ready,
+            cold,
+        }
+    }
+
+    pub fn invoke(&self, case: &Case) -> Run {
+        invoke(self.services, &self.process, case).0
+    }
+
+    /// Peak resident memory of the function process so far (VmHWM), in MB.
+    pub fn peak_rss_mb(&self) -> f64 {
+        self.process.peak_rss_kb().unwrap_or(0) as f64 / 1024.0
+    }
+}
+
+fn invoke(services: &Services, process: &LambdaProcess, case: &Case) -> (Run, Duration) {
+    services.latency.reset();
+    let (outcome, duration) = process.invoke_timed(&case.event, TIMEOUT_MS);
+    let answer = outcome.unwrap_response();
+    let failed = answer["failed"].as_u64().unwrap_or(u64::MAX);
+    if failed != 0 {
+        let first_error = answer["predictions"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p.get("error").is_some()))
+            .map(|p| p["error"].to_string())
+            .unwrap_or_default();
+        panic!(
+            "{}: {failed} buildings failed (first: {first_error}); logs:\n{}",
+            case.name,
+            process.logs()
+        );
+    }
+    let timing: Timing = serde_json::from_value(answer["timing"].clone())
+        .unwrap_or_else(|e| panic!("unexpected timing block {}: {e}", answer["timing"]));
+    let (_, mean_latency) = services.latency.served();
+    (
+        Run {
+            timing,
+            mean_latency,
+        },
+        duration,
+    )
+}

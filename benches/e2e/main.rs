@@ -1,0 +1,611 @@
+//! `make bench`: the end-to-end benchmark, on loopback, no network.
+//!
+//! The real `bootstrap` (release) runs under the Runtime API emulator with its model in a
+//! loopback S3 server and imagery from a tile server that answers after 80 ms ± 20 ms (seeded).
+//! Printed, as Markdown tables: ONNX Runtime alone, init, 110 and 1,000 buildings cold and warm
+//! (warm with the tile cache off — the main figure — and on), the floor of each case and our
+//! ratio to it, the two-phase baseline, the tuning sweep, and the targets.
+//!
+//! `cargo bench --bench e2e` (what `make bench` runs, after making the model) passes `--bench`;
+//! `-- --quick` skips the sweep. Without `--bench` (as `cargo test --all-targets` runs bench
+//! targets) it only checks that the benchmark's world is what it claims to be.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+mod floor;
+mod function;
+mod report;
+mod two_phase;
+mod world;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tilepredict::config::Config;
+
+use function::{Function, Run, Services};
+use report::{Stat, Table, load_average, machine, ms};
+use world::Case;
+
+/// Warm invocations per main case, and per sweep point.
+const WARM_RUNS: usize = 5;
+const SWEEP_RUNS: usize = 3;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.iter().any(|a| a == "--bench") {
+        self_check();
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let model = std::env::var_os("BENCH_MODEL")
+        .map_or_else(|| root.join(".bench/resnet18_128.onnx"), PathBuf::from);
+    let ort_library = std::env::var_os("ORT_DYLIB_PATH")
+        .map_or_else(|| root.join(".ort/libonnxruntime.so"), PathBuf::from);
+    if !model.is_file() {
+        eprintln!(
+            "no bench model at {}: run `make bench` (it makes the model first)",
+            model.display()
+        );
+        std::process::exit(2);
+    }
+    Bench::new(model, ort_library).run(quick);
+}
+
+/// The function's defaults, as `Config` computes them on a 2-vCPU Lambda (3,538 MB).
+struct Defaults {
+    batch_size: usize,
+    concurrency: usize,
+    threads: usize,
+}
+
+fn defaults() -> Defaults {
+    let c = Config::from_lookup(|name| match name {
+        "MODEL_URI" => Some("s3://b/m.onnx".into()),
+        "TILE_URL" => Some("http://t/{z}/{x}/{y}.jpg".into()),
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE" => Some("3538".into()),
+        _ => None,
+    })
+    .expect("default config");
+    Defaults {
+        batch_size: c.batch_size,
+        concurrency: c.max_concurrent_downloads,
+        threads: c.inference_threads,
+    }
+}
+
+/// One configuration's runs in one fresh function process.
+struct Measured {
+    cold: Run,
+    warm: Vec<Run>,
+    peak_rss_mb: f64,
+    ready: Duration,
+}
+
+impl Measured {
+    fn take(f: &Function<'_>, cases: &[(&Case, usize)]) -> Self {
+        let warm = cases
+            .iter()
+            .flat_map(|(case, n)| (0..*n).map(|_| f.invoke(case)))
+            .collect();
+        Self {
+            cold: f.cold.clone(),
+            warm,
+            peak_rss_mb: f.peak_rss_mb(),
+            ready: f.ready,
+        }
+    }
+
+    fn warm_stat(&self, field: impl Fn(&Run) -> f64) -> Stat {
+        Stat::of(self.warm.iter().map(field))
+    }
+}
+
+struct Bench {
+    model: PathBuf,
+    ort_library: PathBuf,
+    defaults: Defaults,
+    cases: [Case; 2],
+}
+
+/// What the main cases measured, per case: (cache off, cache on).
+type Main = Vec<(Measured, Measured)>;
+
+impl Bench {
+    fn new(model: PathBuf, ort_library: PathBuf) -> Self {
+        Self {
+            model,
+            ort_library,
+            defaults: defaults(),
+            cases: [world::neighbourhood(), world::town()],
+        }
+    }
+
+    fn run(&self, quick: bool) {
+        let started = Instant::now();
+        let d = &self.defaults;
+        println!("# tilepredict benchmark\n");
+        println!("- machine: {}", machine());
+        println!("- load average at start: {}", load_average());
+        println!(
+            "- model: {} ({:.1} MB): ResNet-18-shaped, 3×128×128, dynamic batch, output [N,2], random seeded weights",
+            self.model.display(),
+            std::fs::metadata(&self.model).map_or(0, |m| m.len()) as f64 / 1e6
+        );
+        println!(
+            "- function defaults: BATCH_SIZE={} MAX_CONCURRENT_DOWNLOADS={} INFERENCE_THREADS={}",
+            d.batch_size, d.concurrency, d.threads
+        );
+
+        let variants = Arc::new(world::tile_variants());
+        let decode = decode_ms(&variants);
+        println!(
+            "- tiles: {} aerial-looking 256×256 JPEGs (q85), {} KB; decode {:.2} ms each on one core",
+            variants.len(),
+            Stat::of(variants.iter().map(|v| v.len() as f64 / 1024.0)).show(1),
+            decode
+        );
+        let services = Services::start(&self.model, self.ort_library.clone(), variants);
+        println!(
+            "- tile server: 127.0.0.1, {} ms ± {} ms per request (uniform, seeded)",
+            services.latency.mean.as_millis(),
+            services.latency.jitter.as_millis()
+        );
+
+        let ort = floor::Ort::load(&self.ort_library, &self.model);
+        let started_session = Instant::now();
+        let model = ort.model(d.threads);
+        let session_ms = ms(started_session.elapsed());
+        let chip = model.shape.width as u32;
+        let tile_url = format!("{}/{{z}}/{{x}}/{{y}}.jpg", services.tiles.base_url());
+        let imagery = Arc::new(two_phase::imagery(&tile_url, chip, d.concurrency));
+        let unique: Vec<usize> = self
+            .cases
+            .iter()
+            .map(|c| floor::unique_images(&imagery, &c.points))
+            .collect();
+        for (case, u) in self.cases.iter().zip(&unique) {
+            println!("- event {}: {u} unique tiles", case.name);
+        }
+        println!();
+
+        self.ort_alone(&ort, session_ms);
+        drop(ort);
+        let main = self.main_cases(&services);
+        let floors = self.floors(&model, &main, &unique);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(d.threads)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let baseline = self.two_phase(&rt, &model, imagery, &main);
+        drop(model);
+        if !quick {
+            self.sweep(&services, &main);
+        }
+        self.targets(&main, &floors, &baseline);
+        println!(
+            "load average at end: {}; the benchmark took {:.0} s",
+            load_average(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+
+    /// ONNX Runtime alone: images/s by threads and batch size, and the two-session layout.
+    fn ort_alone(&self, ort: &floor::Ort, session_ms: f64) {
+        println!("## ONNX Runtime alone (in memory, the function's session settings)\n");
+        println!(
+            "Session from bytes in memory: {session_ms:.0} ms. Images/s over 128 chips (best of 2):\n"
+        );
+        let batches = [1, 8, 16, 32, 64];
+        let mut header = vec!["layout".to_string()];
+        header.extend(batches.iter().map(|b| format!("batch {b}")));
+        let header: Vec<&str> = header.iter().map(String::as_str).collect();
+        let mut table = Table::new(&header);
+        let chips = 128;
+        let most = self.defaults.threads.max(2);
+        for threads in 1..=most {
+            let model = ort.model(threads);
+            let mut row = vec![format!("1 session × {threads} thread(s)")];
+            for b in batches {
+                let t = floor::ort_time(&model, chips, b, 2);
+                row.push(format!("{:.0}", chips as f64 / t.as_secs_f64()));
+            }
+            table.row(row);
+        }
+        let mut row = vec!["2 sessions × 1 thread".to_string()];
+        for b in batches {
+            row.push(format!(
+                "{:.0}",
+                floor::two_sessions_throughput(ort, chips, b)
+            ));
+        }
+        table.row(row);
+        table.print();
+    }
+
+    /// Each case in a fresh process with the cache off (the main figure), then with it on.
+    fn main_cases(&self, services: &Services) -> Main {
+        println!("## End to end (release `bootstrap` under the Runtime API emulator)\n");
+        println!(
+            "1 cold + {WARM_RUNS} warm invocations per case and cache setting, a fresh process each. \
+             `cache off` = TILE_CACHE_MB=0 (every warm run downloads everything: the main figure); \
+             `cache on` = the default 256 MB warm tile cache. Cells: median (min–max).\n"
+        );
+        let mut table = Table::new(&[
+            "case",
+            "run",
+            "total_ms",
+            "download_ms",
+            "inference_ms",
+            "decode_ms",
+            "predictions/s",
+            "images fetched",
+            "cache hits",
+            "batches",
+            "peak RSS MB",
+        ]);
+        let mut main = Vec::new();
+        for case in &self.cases {
+            let mut pair = Vec::new();
+            for (mode, settings) in [
+                ("cache off", vec![("TILE_CACHE_MB", "0".to_string())]),
+                ("cache on", vec![]),
+            ] {
+                let f = Function::start(services, &settings, case);
+                let m = Measured::take(&f, &[(case, WARM_RUNS)]);
+                drop(f);
+                if mode == "cache off" {
+                    table.row(timing_row(
+                        case.name,
+                        "cold",
+                        std::slice::from_ref(&m.cold),
+                        m.peak_rss_mb,
+                    ));
+                }
+                table.row(timing_row(
+                    case.name,
+                    &format!("warm, {mode}"),
+                    &m.warm,
+                    m.peak_rss_mb,
+                ));
+                pair.push(m);
+            }
+            let on = pair.pop().expect("cache on");
+            let off = pair.pop().expect("cache off");
+            main.push((off, on));
+        }
+        table.print();
+
+        let processes: Vec<&Measured> = main.iter().flat_map(|(a, b)| [a, b]).collect();
+        println!(
+            "Init (model from loopback S3 into a ready session, `model_load_ms`, {} cold starts): {} ms; \
+             process start → ready for the first event: {} ms.\n",
+            processes.len(),
+            Stat::of(processes.iter().map(|m| m.cold.timing.model_load_ms)).show(0),
+            Stat::of(processes.iter().map(|m| ms(m.ready))).show(0),
+        );
+        main
+    }
+
+    /// The floor per case and the warm median's ratio to it.
+    fn floors(
+        &self,
+        model: &tilepredict::model::Model,
+        main: &Main,
+        unique: &[usize],
+    ) -> Vec<Floor> {
+        let d = &self.defaults;
+        println!("## The floor\n");
+        println!(
+            "(a) ONNX Runtime alone for the same number of chips, batches of {}, {} threads, inputs in memory (best of 3); \
+             (b) ⌈unique tiles / {}⌉ × the mean latency served. floor = max(a, b); ratio = warm median (cache off) / floor.\n",
+            d.batch_size, d.threads, d.concurrency
+        );
+        let mut table = Table::new(&[
+            "case",
+            "chips",
+            "unique tiles",
+            "(a) ORT ms",
+            "(b) download ms",
+            "floor ms",
+            "warm median ms",
+            "ratio",
+        ]);
+        let mut floors = Vec::new();
+        for ((case, (off, _)), u) in self.cases.iter().zip(main).zip(unique) {
+            let chips = case.points.len();
+            let a = ms(floor::ort_time(model, chips, d.batch_size, 3));
+            let latency = Stat::of(off.warm.iter().map(|r| ms(r.mean_latency))).median;
+            let b = ms(floor::download_floor(
+                *u,
+                d.concurrency,
+                Duration::from_secs_f64(latency / 1000.0),
+            ));
+            let fetched = off.warm_stat(|r| r.timing.images_fetched as f64).median;
+            if fetched as usize != *u {
+                println!(
+                    "(note: {} fetched {fetched} images, the plan has {u})",
+                    case.name
+                );
+            }
+            let e2e = off.warm_stat(|r| r.timing.total_ms).median;
+            let floor = a.max(b);
+            table.row(vec![
+                case.name.into(),
+                chips.to_string(),
+                u.to_string(),
+                format!("{a:.0}"),
+                format!("{b:.0} (mean latency {latency:.1})"),
+                format!("{floor:.0}"),
+                format!("{e2e:.0}"),
+                format!("{:.2}", e2e / floor),
+            ]);
+            floors.push(Floor {
+                ort_ms: a,
+                floor_ms: floor,
+                e2e_ms: e2e,
+            });
+        }
+        table.print();
+        floors
+    }
+
+    /// The old two-phase strategy on the same tiles and model, and our speed-up over it.
+    fn two_phase(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        model: &tilepredict::model::Model,
+        imagery: Arc<tilepredict::imagery::Imagery>,
+        main: &Main,
+    ) -> Vec<f64> {
+        let d = &self.defaults;
+        println!("## Baseline: two phases (all downloads, then all batches)\n");
+        println!(
+            "In this process, from the library's pieces: fetch every unique tile ({} in flight, same HTTP client), \
+             then decode on {} threads, stitch, normalise and run batches of {}. One discarded run first (warm pool).\n",
+            d.concurrency, d.threads, d.batch_size
+        );
+        let mut table = Table::new(&[
+            "case",
+            "runs",
+            "download phase ms",
+            "inference phase ms",
+            "total ms",
+            "ours (warm median) ms",
+            "speed-up",
+        ]);
+        let baseline = two_phase::TwoPhase {
+            imagery,
+            concurrency: d.concurrency,
+            batch_size: d.batch_size,
+            threads: d.threads,
+        };
+        let mut speedups = Vec::new();
+        for (case, (off, _)) in self.cases.iter().zip(main) {
+            let runs = if case.points.len() > 500 {
+                2
+            } else {
+                WARM_RUNS
+            };
+            baseline.run(rt, model, &case.points);
+            let phases: Vec<_> = (0..runs)
+                .map(|_| baseline.run(rt, model, &case.points))
+                .collect();
+            let total = Stat::of(phases.iter().map(|p| ms(p.total())));
+            let ours = off.warm_stat(|r| r.timing.total_ms).median;
+            table.row(vec![
+                case.name.into(),
+                runs.to_string(),
+                Stat::of(phases.iter().map(|p| ms(p.download))).show(0),
+                Stat::of(phases.iter().map(|p| ms(p.inference))).show(0),
+                total.show(0),
+                format!("{ours:.0}"),
+                format!("{:.2}×", total.median / ours),
+            ]);
+            speedups.push(total.median / ours);
+        }
+        table.print();
+        speedups
+    }
+
+    /// BATCH_SIZE, INFERENCE_THREADS and MAX_CONCURRENT_DOWNLOADS, one at a time around the
+    /// defaults; warm medians with the cache off, a fresh process per point.
+    fn sweep(&self, services: &Services, main: &Main) {
+        let d = &self.defaults;
+        println!("## Tuning sweep\n");
+        println!(
+            "One setting changed at a time from the defaults; a fresh process per point, cold run discarded, \
+             then {SWEEP_RUNS} warm runs of each case (cache off). The default point repeats the main runs.\n"
+        );
+        let mut table = Table::new(&[
+            "setting",
+            "110: total_ms",
+            "1,000: total_ms",
+            "1,000: predictions/s",
+            "1,000: inference_ms",
+            "1,000: batches",
+            "peak RSS MB",
+        ]);
+        let mut points: Vec<(&str, usize)> = Vec::new();
+        points.extend([8, 16, 32, 64].map(|v| ("BATCH_SIZE", v)));
+        points.extend([1, 2].map(|v| ("INFERENCE_THREADS", v)));
+        points.extend([25, 50, 100, 200].map(|v| ("MAX_CONCURRENT_DOWNLOADS", v)));
+        for (name, value) in points {
+            let is_default = match name {
+                "BATCH_SIZE" => value == d.batch_size,
+                "INFERENCE_THREADS" => value == d.threads,
+                _ => value == d.concurrency,
+            };
+            let (small, large, rss) = if is_default {
+                let (a, b) = (&main[0].0, &main[1].0);
+                (
+                    a.warm.clone(),
+                    b.warm.clone(),
+                    a.peak_rss_mb.max(b.peak_rss_mb),
+                )
+            } else {
+                let settings = [
+                    ("BATCH_SIZE", d.batch_size.to_string()),
+                    ("INFERENCE_THREADS", d.threads.to_string()),
+                    ("MAX_CONCURRENT_DOWNLOADS", d.concurrency.to_string()),
+                    ("TILE_CACHE_MB", "0".to_string()),
+                ]
+                .map(|(k, v)| {
+                    if k == name {
+                        (k, value.to_string())
+                    } else {
+                        (k, v)
+                    }
+                });
+                let f = Function::start(services, &settings, &self.cases[0]);
+                let m = Measured::take(
+                    &f,
+                    &[(&self.cases[0], SWEEP_RUNS), (&self.cases[1], SWEEP_RUNS)],
+                );
+                let (a, b) = m.warm.split_at(SWEEP_RUNS);
+                (a.to_vec(), b.to_vec(), m.peak_rss_mb)
+            };
+            let stat = |runs: &[Run], f: fn(&Run) -> f64| Stat::of(runs.iter().map(f));
+            table.row(vec![
+                format!(
+                    "{name}={value}{}",
+                    if is_default { " (default)" } else { "" }
+                ),
+                stat(&small, |r| r.timing.total_ms).show(0),
+                stat(&large, |r| r.timing.total_ms).show(0),
+                format!("{:.0}", stat(&large, |r| r.timing.throughput_per_s).median),
+                format!("{:.0}", stat(&large, |r| r.timing.inference_ms).median),
+                format!("{:.0}", stat(&large, |r| r.timing.batches as f64).median),
+                format!("{rss:.0}"),
+            ]);
+        }
+        table.print();
+    }
+
+    fn targets(&self, main: &Main, floors: &[Floor], speedups: &[f64]) {
+        println!("## Targets\n");
+        let mut table = Table::new(&["target", "measured", "goal", "met"]);
+        let mut check = |name: &str, measured: String, goal: &str, met: bool| {
+            table.row(vec![
+                name.into(),
+                measured,
+                goal.into(),
+                if met { "yes" } else { "NO" }.into(),
+            ]);
+        };
+        let r = floors[0].e2e_ms / floors[0].floor_ms;
+        check(
+            "110 buildings, warm median / floor",
+            format!("{r:.2}"),
+            "≤ 1.15",
+            r <= 1.15,
+        );
+        let ort_rate = self.cases[1].points.len() as f64 / (floors[1].ort_ms / 1000.0);
+        let e2e_rate = main[1].0.warm_stat(|r| r.timing.throughput_per_s).median;
+        let share = e2e_rate / ort_rate;
+        check(
+            "1,000 buildings, predictions/s vs ONNX Runtime alone",
+            format!("{e2e_rate:.0} / {ort_rate:.0} = {:.0} %", share * 100.0),
+            "≥ 90 %",
+            share >= 0.9,
+        );
+        check(
+            "110 buildings, speed-up over two phases",
+            format!("{:.2}×", speedups[0]),
+            "≥ 1.8×",
+            speedups[0] >= 1.8,
+        );
+        let processes = main.iter().flat_map(|(a, b)| [a, b]);
+        let init = Stat::of(processes.map(|m| m.cold.timing.model_load_ms));
+        check(
+            "init: model from S3 into a ready session (median)",
+            format!("{:.0} ms", init.median),
+            "≤ 300 ms",
+            init.median <= 300.0,
+        );
+        let (off, on) = (&main[1].0, &main[1].1);
+        check(
+            "peak RSS at 1,000 buildings (cache off; cache on)",
+            format!("{:.0} MB; {:.0} MB", off.peak_rss_mb, on.peak_rss_mb),
+            "≤ 600 MB",
+            off.peak_rss_mb <= 600.0,
+        );
+        table.print();
+    }
+}
+
+struct Floor {
+    ort_ms: f64,
+    floor_ms: f64,
+    e2e_ms: f64,
+}
+
+fn timing_row(case: &str, run: &str, runs: &[Run], rss: f64) -> Vec<String> {
+    let stat = |f: fn(&Run) -> f64| Stat::of(runs.iter().map(f));
+    vec![
+        case.into(),
+        run.into(),
+        stat(|r| r.timing.total_ms).show(0),
+        stat(|r| r.timing.download_ms).show(0),
+        stat(|r| r.timing.inference_ms).show(0),
+        stat(|r| r.timing.decode_ms).show(0),
+        stat(|r| r.timing.throughput_per_s).show(0),
+        stat(|r| r.timing.images_fetched as f64).show(0),
+        stat(|r| r.timing.cache_hits as f64).show(0),
+        stat(|r| r.timing.batches as f64).show(0),
+        format!("{rss:.0}"),
+    ]
+}
+
+/// Mean time to decode one tile on one core (the CPU the pipeline spends per image).
+fn decode_ms(variants: &[Vec<u8>]) -> f64 {
+    let rounds = 10;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        for v in variants {
+            tilepredict::imagery::decode::decode(v, (256, 256), "bench").expect("tile decodes");
+        }
+    }
+    ms(started.elapsed()) / (rounds * variants.len()) as f64
+}
+
+/// What `cargo test --all-targets` runs: the world is seeded, sized and shaped as documented.
+fn self_check() {
+    let (small, large) = (world::neighbourhood(), world::town());
+    assert_eq!((small.points.len(), large.points.len()), (110, 1000));
+    assert_eq!(small.event["buildings"].as_array().map(Vec::len), Some(110));
+    let spread = |c: &Case| {
+        let lats = c.points.iter().map(|p| p.lat);
+        let (lo, hi) = lats.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        (hi - lo) * 111_320.0
+    };
+    assert!(
+        (400.0..=620.0).contains(&spread(&small)),
+        "{}",
+        spread(&small)
+    );
+    assert!(
+        (2000.0..=3020.0).contains(&spread(&large)),
+        "{}",
+        spread(&large)
+    );
+    assert_eq!(world::neighbourhood().points, small.points, "seeded");
+    let sizes = Stat::of(
+        world::tile_variants()
+            .iter()
+            .map(|t| t.len() as f64 / 1024.0),
+    );
+    assert!(
+        (18.0..=32.0).contains(&sizes.median),
+        "tiles should weigh what aerial tiles do: {} KB",
+        sizes.show(1)
+    );
+    println!(
+        "bench world ok: tiles {} KB (run the benchmark with `make bench`)",
+        sizes.show(1)
+    );
+}
