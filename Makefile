@@ -58,13 +58,15 @@ test: ort
 
 ## bench: the end-to-end benchmark on loopback (release build): ONNX Runtime alone, init,
 ## 110 and 1,000 buildings cold/warm, the floor, the two-phase baseline and the tuning sweep.
-## Prints everything README's Performance section shows. BENCH_ARGS=--quick skips the sweep.
+## Prints everything README's Performance section shows, then the registry benchmark
+## (bench-registry). BENCH_ARGS=--quick skips the sweep.
 BENCH_DIR := $(CURDIR)/.bench
 BENCH_MODEL := $(BENCH_DIR)/resnet18_128.onnx
 BENCH_ARGS ?=
 
 bench: ort $(BENCH_MODEL)
 	BENCH_MODEL=$(BENCH_MODEL) $(CARGO) bench --bench e2e -- $(BENCH_ARGS)
+	$(MAKE) --no-print-directory bench-registry
 
 bench-quick: ort $(BENCH_MODEL)
 	BENCH_MODEL=$(BENCH_MODEL) $(CARGO) bench --bench e2e -- --quick
