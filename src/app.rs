@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -56,8 +56,9 @@ pub struct ModelInfo {
     pub labels: Vec<String>,
 }
 
-/// The `timing` block of every answer (milliseconds unless named otherwise).
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+/// The `timing` block of every answer (milliseconds unless named otherwise). `Deserialize`
+/// is for tools that read answers back (the benchmark).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Timing {
     pub total_ms: f64,
     pub download_ms: f64,

@@ -7,32 +7,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-
 use crate::support::runtime::LambdaProcess;
 use crate::support::s3::S3Server;
 use crate::support::tiles::TileServer;
 use crate::world::{Case, Latency, ZOOM, tile_server};
+use tilepredict::app::Timing;
 
 pub const BUCKET: &str = "bench";
 pub const MODEL_KEY: &str = "models/resnet18_128.onnx";
 /// Lambda's timeout for every benchmark invocation (the emulator's deadline header).
 const TIMEOUT_MS: u64 = 120_000;
-
-/// The `timing` block of an answer (the fields the benchmark reads).
-#[derive(Debug, Clone, Deserialize)]
-pub struct Timing {
-    pub total_ms: f64,
-    pub download_ms: f64,
-    pub decode_ms: f64,
-    pub inference_ms: f64,
-    pub model_load_ms: f64,
-    pub cold_start: bool,
-    pub throughput_per_s: f64,
-    pub batches: usize,
-    pub images_fetched: usize,
-    pub cache_hits: usize,
-}
 
 /// One invocation as measured.
 #[derive(Debug, Clone)]
