@@ -126,6 +126,8 @@ impl App {
         let source = crate::source::load(&config.model_uri, "model", config.model_load_timeout)
             .await
             .map_err(|e| InitError::new("ModelLoadError", e))?;
+        let fetch_ms = ms(started.elapsed());
+        let model_bytes = source.bytes.len();
         let options = ModelOptions {
             threads: config.inference_threads,
             labels: config.model_labels.as_deref(),
@@ -136,6 +138,8 @@ impl App {
         })?;
         let model_load_ms = ms(started.elapsed());
         let version = source.version;
+        // The session holds its own copy of the weights; the downloaded bytes can go now.
+        drop(source.bytes);
         let registry = match registry_task.join_next().await {
             None => None,
             Some(joined) => Some(joined.map_err(|e| {
@@ -190,6 +194,9 @@ impl App {
             zoom = config.tile_zoom,
             threads = config.inference_threads,
             model_load_ms,
+            model_fetch_ms = fetch_ms,
+            model_bytes,
+            session_ms = model_load_ms - fetch_ms,
             "model ready"
         );
         let pipeline = Pipeline {

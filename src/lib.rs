@@ -11,6 +11,7 @@
 //! invocation, end to end), `invocation` (the runtime boundary: payload, response limit, the
 //! per-invocation log and metrics lines), `logging` and `metrics` (EMF).
 
+pub mod allocator;
 pub mod answer;
 pub mod app;
 pub mod centroid;

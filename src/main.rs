@@ -13,8 +13,23 @@ use tilepredict::config::Config;
 use tilepredict::handler;
 use tilepredict::invocation::{MetricsSink, Observer, Payload};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// The allocator is set up before tokio starts its threads (see `allocator`), so the runtime
+/// is built by hand rather than by `#[tokio::main]`.
+fn main() -> ExitCode {
+    tilepredict::allocator::limit_arenas();
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(e) => {
+            eprintln!("cannot start the tokio runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     tilepredict::logging::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let local_event = match args.as_slice() {

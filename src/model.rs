@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use ndarray::ArrayView4;
 use ort::environment::Environment;
@@ -161,12 +162,25 @@ impl Model {
 
     /// Runs one batch `[n, 3, H, W]` and returns the softmax probabilities, one row per image.
     pub fn predict(&self, batch: ArrayView4<'_, f32>) -> Result<Vec<Vec<f32>>, String> {
+        self.predict_timed(batch).map(|(rows, _)| rows)
+    }
+
+    /// [`Model::predict`], and the time ONNX Runtime spent on it. The clock starts once the
+    /// session lock is held: with one batch running and the next waiting for the session,
+    /// the wait is queueing, not inference, and `inference_ms` must not count it twice.
+    pub fn predict_timed(
+        &self,
+        batch: ArrayView4<'_, f32>,
+    ) -> Result<(Vec<Vec<f32>>, Duration), String> {
         let mut session = self
             .session
             .lock()
             .map_err(|_| "the session lock is poisoned".to_string())?;
+        let started = Instant::now();
         let logits = run_session(&mut session, batch)?;
-        Ok(logits.iter().map(|row| softmax(row)).collect())
+        let ran = started.elapsed();
+        drop(session);
+        Ok((logits.iter().map(|row| softmax(row)).collect(), ran))
     }
 }
 

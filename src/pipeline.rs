@@ -470,12 +470,13 @@ fn infer(
             slot.as_slice_mut().expect("a fresh array is contiguous"),
         );
     }
-    let started = std::time::Instant::now();
-    let outcome = model.predict(tensor.view()).map(|mut rows| {
-        rows.truncate(batch.len());
-        rows
-    });
-    (outcome, started.elapsed())
+    match model.predict_timed(tensor.view()) {
+        Ok((mut rows, ran)) => {
+            rows.truncate(batch.len());
+            (Ok(rows), ran)
+        }
+        Err(message) => (Err(message), Duration::ZERO),
+    }
 }
 
 #[cfg(test)]

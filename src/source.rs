@@ -11,7 +11,8 @@
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, retry::RetryConfig, timeout::TimeoutConfig};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures_util::{StreamExt, TryStreamExt};
 
 use crate::config::SourceUri;
 
@@ -32,6 +33,12 @@ const S3_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const S3_READ_TIMEOUT: Duration = Duration::from_secs(2);
 const S3_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 const S3_INITIAL_BACKOFF: Duration = Duration::from_millis(200);
+/// Objects larger than one part are read as ranged GETs, `PARTS_IN_FLIGHT` at a time: one
+/// S3 stream is limited to roughly 100 MB/s per connection, and a 45 MB model read as a single
+/// stream would eat most of a 300 ms init budget. Each part is an attempt of its own, with the
+/// same timeouts and retries as a whole-object GET.
+const PART_BYTES: u64 = 8 * 1024 * 1024;
+const PARTS_IN_FLIGHT: usize = 8;
 
 /// Reads the file at `uri`, giving up after `timeout`; the error names `what` ("model",
 /// "registry"), the bucket/key or path, and the cause.
@@ -75,41 +82,160 @@ fn custom_endpoint() -> bool {
 }
 
 async fn load_s3(bucket: &str, key: &str, what: &str) -> Result<SourceBytes, String> {
-    let shared = aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(
-            RetryConfig::standard()
-                .with_max_attempts(S3_ATTEMPTS)
-                .with_initial_backoff(S3_INITIAL_BACKOFF),
-        )
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(S3_CONNECT_TIMEOUT)
-                .read_timeout(S3_READ_TIMEOUT)
-                .operation_attempt_timeout(S3_ATTEMPT_TIMEOUT)
-                .build(),
-        )
-        .load()
-        .await;
-    let config = aws_sdk_s3::config::Builder::from(&shared)
-        .force_path_style(custom_endpoint())
-        .build();
-    let client = aws_sdk_s3::Client::from_conf(config);
+    let client = s3_client().await;
     let fail = |why: String| format!("cannot load {what} s3://{bucket}/{key}: {why}");
+    let first = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .range(format!("bytes=0-{}", PART_BYTES - 1))
+        .send()
+        .await;
+    let first = match first {
+        Ok(first) => first,
+        // An empty object has no byte 0: read it whole, so the caller sees "0 bytes".
+        Err(e) if e.as_service_error().and_then(|s| s.meta().code()) == Some("InvalidRange") => {
+            return load_whole(&client, bucket, key).await.map_err(fail);
+        }
+        Err(e) => return Err(fail(describe(&e))),
+    };
+    let etag = first.e_tag().unwrap_or("").to_string();
+    // A server that ignores `Range` answers the whole object, with no Content-Range.
+    let total = first.content_range().and_then(content_range_total);
+    let head = collect(first.body).await.map_err(fail)?;
+    let version = etag.trim_matches('"').to_string();
+    let Some(total) = total.filter(|&t| t > head.len() as u64) else {
+        return Ok(SourceBytes {
+            bytes: head,
+            version,
+        });
+    };
+    // The futures are made up front: a stream of a borrowing closure is not `Send` enough
+    // for a spawned task (the registry loads on one).
+    let parts: Vec<_> = part_ranges(head.len() as u64, total, PART_BYTES)
+        .into_iter()
+        .map(|range| get_part(&client, bucket, key, range, &etag))
+        .collect();
+    let fetched: Vec<Bytes> = futures_util::stream::iter(parts)
+        .buffered(PARTS_IN_FLIGHT)
+        .try_collect()
+        .await
+        .map_err(fail)?;
+    let mut bytes = BytesMut::with_capacity(total as usize);
+    bytes.extend_from_slice(&head);
+    for part in fetched {
+        bytes.extend_from_slice(&part);
+    }
+    Ok(SourceBytes {
+        bytes: bytes.freeze(),
+        version,
+    })
+}
+
+/// One S3 client per process, built on first use: building one reads the environment and
+/// credentials provider chain, which is not free, and the model and the registry load at the
+/// same time through it.
+async fn s3_client() -> aws_sdk_s3::Client {
+    static CLIENT: tokio::sync::OnceCell<aws_sdk_s3::Client> = tokio::sync::OnceCell::const_new();
+    CLIENT
+        .get_or_init(|| async {
+            let shared = aws_config::defaults(BehaviorVersion::latest())
+                .retry_config(
+                    RetryConfig::standard()
+                        .with_max_attempts(S3_ATTEMPTS)
+                        .with_initial_backoff(S3_INITIAL_BACKOFF),
+                )
+                .timeout_config(
+                    TimeoutConfig::builder()
+                        .connect_timeout(S3_CONNECT_TIMEOUT)
+                        .read_timeout(S3_READ_TIMEOUT)
+                        .operation_attempt_timeout(S3_ATTEMPT_TIMEOUT)
+                        .build(),
+                )
+                .load()
+                .await;
+            let config = aws_sdk_s3::config::Builder::from(&shared)
+                .force_path_style(custom_endpoint())
+                .build();
+            aws_sdk_s3::Client::from_conf(config)
+        })
+        .await
+        .clone()
+}
+
+async fn load_whole(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Result<SourceBytes, String> {
     let object = client
         .get_object()
         .bucket(bucket)
         .key(key)
         .send()
         .await
-        .map_err(|e| fail(describe(&e)))?;
+        .map_err(|e| describe(&e))?;
     let version = object.e_tag().unwrap_or("").trim_matches('"').to_string();
-    let bytes = object
-        .body
-        .collect()
-        .await
-        .map_err(|e| fail(format!("body cut off: {e}")))?
-        .into_bytes();
+    let bytes = collect(object.body).await?;
     Ok(SourceBytes { bytes, version })
+}
+
+/// One part, `If-Match` the first part's ETag: an object replaced mid-load fails the load
+/// (412) instead of splicing two versions into one model.
+async fn get_part(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    (first, last): (u64, u64),
+    etag: &str,
+) -> Result<Bytes, String> {
+    let mut request = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .range(format!("bytes={first}-{last}"));
+    if !etag.is_empty() {
+        request = request.if_match(etag);
+    }
+    let part = request.send().await.map_err(|e| {
+        format!(
+            "bytes {first}-{last} (the object may have changed during the load): {}",
+            describe(&e)
+        )
+    })?;
+    let bytes = collect(part.body).await?;
+    let expected = last - first + 1;
+    if bytes.len() as u64 != expected {
+        return Err(format!(
+            "bytes {first}-{last}: got {} bytes, expected {expected}",
+            bytes.len()
+        ));
+    }
+    Ok(bytes)
+}
+
+async fn collect(body: aws_sdk_s3::primitives::ByteStream) -> Result<Bytes, String> {
+    body.collect()
+        .await
+        .map(|data| data.into_bytes())
+        .map_err(|e| format!("body cut off: {e}"))
+}
+
+/// The object size from a `Content-Range: bytes 0-4194303/44694845` header.
+fn content_range_total(header: &str) -> Option<u64> {
+    let (unit, rest) = header.trim().split_once(' ')?;
+    if unit != "bytes" {
+        return None;
+    }
+    rest.rsplit_once('/')?.1.trim().parse().ok()
+}
+
+/// Inclusive byte ranges covering `start..total` in parts of at most `part` bytes.
+fn part_ranges(start: u64, total: u64, part: u64) -> Vec<(u64, u64)> {
+    (start..total)
+        .step_by(part.max(1) as usize)
+        .map(|first| (first, (first + part).min(total) - 1))
+        .collect()
 }
 
 /// The SDK's `Display` is terse ("service error"); walk the sources for the real cause.
@@ -124,4 +250,38 @@ fn describe(e: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_object_size_comes_from_content_range() {
+        assert_eq!(
+            content_range_total("bytes 0-8388607/44694845"),
+            Some(44_694_845)
+        );
+        assert_eq!(content_range_total("bytes 0-9/10"), Some(10));
+        assert_eq!(content_range_total("bytes 0-9/*"), None);
+        assert_eq!(content_range_total("items 0-9/10"), None);
+        assert_eq!(content_range_total(""), None);
+    }
+
+    #[test]
+    fn parts_cover_the_rest_of_the_object_exactly_once() {
+        assert_eq!(part_ranges(4, 10, 4), vec![(4, 7), (8, 9)]);
+        assert_eq!(part_ranges(4, 12, 4), vec![(4, 7), (8, 11)]);
+        assert_eq!(part_ranges(10, 10, 4), vec![]);
+        for (start, total, part) in [(0, 1, 1), (3, 100, 7), (8, 45_000_000, 8 << 20)] {
+            let ranges = part_ranges(start, total, part);
+            let mut next = start;
+            for (first, last) in ranges {
+                assert_eq!(first, next);
+                assert!(last >= first && last - first < part);
+                next = last + 1;
+            }
+            assert_eq!(next, total);
+        }
+    }
 }

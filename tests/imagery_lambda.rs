@@ -319,6 +319,35 @@ fn warm_invocations_reuse_cached_images_but_not_failures() {
 }
 
 #[test]
+fn warm_invocations_reuse_the_http_connections_of_the_first() {
+    let server = TileServer::start(Arc::new(world_tile));
+    let function = lambda(
+        &server.base_url(),
+        &[("TILE_CACHE_MB", "0"), ("MAX_CONCURRENT_DOWNLOADS", "2")],
+    );
+    let buildings: Vec<Value> = (2000..2006).map(|c| in_tile(&c.to_string(), c)).collect();
+    assert_eq!(counters(&invoke(&function, &buildings)), (6, 0));
+    let opened = server.connections();
+    assert!(
+        (1..=2).contains(&opened),
+        "at most MAX_CONCURRENT_DOWNLOADS connections: {opened}"
+    );
+    for _ in 0..3 {
+        assert_eq!(counters(&invoke(&function, &buildings)), (6, 0));
+    }
+    assert_eq!(
+        server.total(),
+        24,
+        "every image fetched every time (cache off)"
+    );
+    assert_eq!(
+        server.connections(),
+        opened,
+        "warm invocations go over the connections the first one opened"
+    );
+}
+
+#[test]
 fn tile_cache_mb_bounds_the_warm_cache_and_zero_disables_it() {
     let server = TileServer::start(Arc::new(world_tile));
     // 1 MiB holds five decoded 256×256 RGB tiles (5 × 196,608 bytes), not six.

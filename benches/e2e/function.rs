@@ -24,6 +24,8 @@ pub struct Run {
     pub timing: Timing,
     /// Mean added latency of the tile requests served during the invocation.
     pub mean_latency: Duration,
+    /// CPU time the function process used during the invocation (all threads), in ms.
+    pub cpu_ms: f64,
 }
 
 /// The loopback services every function process talks to.
@@ -59,6 +61,35 @@ pub struct Function<'a> {
     /// as seen from outside: wall time to the first answer less that invocation's duration.
     pub ready: Duration,
     pub cold: Run,
+    /// The init's two parts as the function logged them: model bytes from S3, session build.
+    pub init_split: InitSplit,
+}
+
+/// `model_fetch_ms` and `session_ms` from the function's "model ready" log line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InitSplit {
+    pub fetch_ms: f64,
+    pub session_ms: f64,
+}
+
+impl InitSplit {
+    fn from_logs(logs: &str) -> Self {
+        let line = logs
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["fields"]["message"] == "model ready" || l["message"] == "model ready")
+            .unwrap_or_else(|| panic!("no \"model ready\" line in the logs:\n{logs}"));
+        let field = |name: &str| {
+            line["fields"][name]
+                .as_f64()
+                .or_else(|| line[name].as_f64())
+                .unwrap_or_else(|| panic!("no {name} in {line}"))
+        };
+        Self {
+            fetch_ms: field("model_fetch_ms"),
+            session_ms: field("session_ms"),
+        }
+    }
 }
 
 impl<'a> Function<'a> {
@@ -79,7 +110,8 @@ impl<'a> Function<'a> {
             ),
             // 2 vCPUs on Lambda (and the INFERENCE_THREADS default follows it).
             ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "3538".to_string()),
-            ("RUST_LOG", "warn".to_string()),
+            // `info` for the app's "model ready" line (init split into fetch and session).
+            ("RUST_LOG", "warn,tilepredict::app=info".to_string()),
         ] {
             env.push((k.to_string(), v));
         }
@@ -92,16 +124,23 @@ impl<'a> Function<'a> {
             cold.timing.cold_start,
             "the first answer is not a cold start"
         );
+        let init_split = InitSplit::from_logs(&process.logs());
         Self {
             services,
             process,
             ready,
             cold,
+            init_split,
         }
     }
 
     pub fn invoke(&self, case: &Case) -> Run {
         invoke(self.services, &self.process, case).0
+    }
+
+    /// The function process's id (for `perf record -p`).
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
     }
 
     /// Peak resident memory of the function process so far (VmHWM), in MB.
@@ -112,7 +151,12 @@ impl<'a> Function<'a> {
 
 fn invoke(services: &Services, process: &LambdaProcess, case: &Case) -> (Run, Duration) {
     services.latency.reset();
+    let cpu_before = process.cpu_time().unwrap_or_default();
     let (outcome, duration) = process.invoke_timed(&case.event, TIMEOUT_MS);
+    let cpu = process
+        .cpu_time()
+        .unwrap_or_default()
+        .saturating_sub(cpu_before);
     let answer = outcome.unwrap_response();
     let failed = answer["failed"].as_u64().unwrap_or(u64::MAX);
     if failed != 0 {
@@ -134,6 +178,7 @@ fn invoke(services: &Services, process: &LambdaProcess, case: &Case) -> (Run, Du
         Run {
             timing,
             mean_latency,
+            cpu_ms: cpu.as_secs_f64() * 1000.0,
         },
         duration,
     )

@@ -326,6 +326,22 @@ impl LambdaProcess {
         self.proc_status("VmRSS:")
     }
 
+    /// CPU time the child has used so far (user + system, all threads), from
+    /// `/proc/PID/stat` at the kernel's 100 Hz tick; `None` once it has exited.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        if self.child.lock().unwrap().try_wait().ok()?.is_some() {
+            return None;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
+        // Fields after the command name (which may hold spaces) start at state (field 3);
+        // utime and stime are fields 14 and 15.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some(Duration::from_millis(ticks * 10))
+    }
+
     fn proc_status(&self, field: &str) -> Option<u64> {
         // Once reaped, the pid may belong to another process.
         if self.child.lock().unwrap().try_wait().ok()?.is_some() {

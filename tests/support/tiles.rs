@@ -86,6 +86,7 @@ struct Log {
 pub struct TileServer {
     addr: SocketAddr,
     log: Arc<Mutex<Log>>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -101,6 +102,8 @@ impl TileServer {
         let (shutdown, mut stop) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let server_log = log.clone();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted_count = connections.clone();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -115,6 +118,7 @@ impl TileServer {
                         _ = &mut stop => break,
                         accepted = listener.accept() => {
                             let Ok((socket, _)) = accepted else { continue };
+                            accepted_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             let (log, handler) = (server_log.clone(), handler.clone());
                             let svc = hyper::service::service_fn(move |req| serve(req, log.clone(), handler.clone()));
                             tokio::spawn(async move {
@@ -131,6 +135,7 @@ impl TileServer {
         TileServer {
             addr,
             log,
+            connections,
             shutdown: Some(shutdown),
             thread: Some(thread),
         }
@@ -149,6 +154,11 @@ impl TileServer {
             .get(path_and_query)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// TCP connections accepted so far (a keep-alive client opens few, and reuses them).
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn total(&self) -> usize {
