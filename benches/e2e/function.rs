@@ -15,6 +15,9 @@ use tilepredict::app::Timing;
 
 pub const BUCKET: &str = "bench";
 pub const MODEL_KEY: &str = "models/resnet18_128.onnx";
+/// What one S3 GET delivers (AWS's S3 performance guidelines: 85–90 MB/s per request); the
+/// loopback S3 server paces every body to it.
+pub const S3_STREAM_BYTES_PER_S: f64 = 90e6;
 /// Lambda's timeout for every benchmark invocation (the emulator's deadline header).
 const TIMEOUT_MS: u64 = 120_000;
 
@@ -38,7 +41,7 @@ pub struct Services {
 
 impl Services {
     pub fn start(model: &Path, ort_library: PathBuf, variants: Arc<Vec<Vec<u8>>>) -> Self {
-        let s3 = S3Server::start();
+        let s3 = S3Server::start_with_stream_rate(Some(S3_STREAM_BYTES_PER_S));
         let bytes = std::fs::read(model)
             .unwrap_or_else(|e| panic!("cannot read the bench model {}: {e}", model.display()));
         s3.put(BUCKET, MODEL_KEY, &bytes);

@@ -225,6 +225,10 @@ impl Bench {
         let mut all = vec![("TILE_CACHE_MB", "0".to_string())];
         all.extend(settings.iter().cloned());
         let f = Function::start(&services, &all, case);
+        println!(
+            "init {:.0} ms = fetch {:.0} ms + session {:.0} ms",
+            f.cold.timing.model_load_ms, f.init_split.fetch_ms, f.init_split.session_ms
+        );
         println!("function pid {}; starting in 3 s", f.pid());
         std::thread::sleep(Duration::from_secs(3));
         for _ in 0..runs {
