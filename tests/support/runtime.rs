@@ -329,10 +329,7 @@ impl LambdaProcess {
     /// CPU time the child has used so far (user + system, all threads), from
     /// `/proc/PID/stat` at the kernel's 100 Hz tick; `None` once it has exited.
     pub fn cpu_time(&self) -> Option<Duration> {
-        if self.child.lock().unwrap().try_wait().ok()?.is_some() {
-            return None;
-        }
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
+        let stat = self.proc_file("stat")?;
         // Fields after the command name (which may hold spaces) start at state (field 3);
         // utime and stime are fields 14 and 15.
         let rest = &stat[stat.rfind(')')? + 2..];
@@ -343,11 +340,7 @@ impl LambdaProcess {
     }
 
     fn proc_status(&self, field: &str) -> Option<u64> {
-        // Once reaped, the pid may belong to another process.
-        if self.child.lock().unwrap().try_wait().ok()?.is_some() {
-            return None;
-        }
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        let status = self.proc_file("status")?;
         let line = status.lines().find(|l| l.starts_with(field))?;
         line[field.len()..]
             .trim()
@@ -355,6 +348,15 @@ impl LambdaProcess {
             .trim()
             .parse()
             .ok()
+    }
+
+    /// `/proc/PID/<name>` of the child while it runs; `None` once it has exited.
+    fn proc_file(&self, name: &str) -> Option<String> {
+        // Once reaped, the pid may belong to another process.
+        if self.child.lock().unwrap().try_wait().ok()?.is_some() {
+            return None;
+        }
+        std::fs::read_to_string(format!("/proc/{}/{name}", self.pid)).ok()
     }
 }
 

@@ -114,20 +114,15 @@ impl S3Server {
     /// the server, not the code under test, the slow part. Writing directly does not count as
     /// a request, so `request_count` reflects only what the code under test did.
     pub fn put(&self, bucket: &str, key: &str, bytes: &[u8]) {
-        use md5::Digest as _;
         let path = self.object_path(bucket, key);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, bytes).unwrap();
         // A previous PutObject through the protocol may have left metadata that would now be
         // stale.
         let _ = std::fs::remove_file(self.root.path().join(sidecar(bucket, key, "metadata.json")));
-        let e_tag: String = md5::Md5::digest(bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
         std::fs::write(
             self.root.path().join(sidecar(bucket, key, "internal.json")),
-            serde_json::json!({ "e_tag": e_tag }).to_string(),
+            serde_json::json!({ "e_tag": e_tag(bytes) }).to_string(),
         )
         .unwrap();
     }
@@ -186,6 +181,16 @@ impl S3Server {
         );
         self.root.path().join(bucket).join(key)
     }
+}
+
+/// The ETag S3 gives an object uploaded in one PutObject: the hex MD5 of its bytes.
+#[allow(dead_code)]
+pub fn e_tag(bytes: &[u8]) -> String {
+    use md5::Digest as _;
+    md5::Md5::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Body blocks: 1 MiB.
