@@ -52,13 +52,14 @@ run: release ort
 	RUST_LOG=$${RUST_LOG:-warn} \
 	./target/release/bootstrap invoke events/direct.json
 
-## test: everything the tests need, then the whole suite.
+## test: everything the tests need, the layer check (src/lib.rs's map), then the whole suite.
 test: ort
+	$(PYTHON) scripts/check_layers.py
 	$(CARGO) test --all-targets
 
 ## bench: the end-to-end benchmark on loopback (release build): ONNX Runtime alone, init,
 ## 110 and 1,000 buildings cold/warm, the floor, the two-phase baseline and the tuning sweep.
-## Prints everything README's Performance section shows, then the registry benchmark
+## Prints everything docs/PERFORMANCE.md shows, then the registry benchmark
 ## (bench-registry). BENCH_ARGS=--quick skips the sweep.
 BENCH_DIR := $(CURDIR)/.bench
 BENCH_MODEL := $(BENCH_DIR)/resnet18_128.onnx

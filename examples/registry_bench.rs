@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tilepredict::config::SourceUri;
+use tilepredict::blob::BlobUri;
 use tilepredict::geo::LatLon;
 use tilepredict::registry::{Registry, RegistrySettings};
 
@@ -91,7 +91,7 @@ fn measure(kind: &str, path: &Path, count: usize) {
     let bytes = std::fs::read(path).expect("read the register");
     let file_mb = bytes.len() as f64 / 1e6;
     let settings = RegistrySettings {
-        uri: SourceUri::File(path.to_path_buf()),
+        uri: BlobUri::File(path.to_path_buf()),
         radius_m: 15.0,
         positive_label: "asbestos".into(),
         skip_bad_rows: false,

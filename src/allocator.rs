@@ -3,9 +3,8 @@
 //! glibc gives threads that allocate at the same time arenas of their own (up to 8 per core)
 //! and keeps what is freed in each for reuse by that arena. The pipeline allocates decoded
 //! tiles (192 KiB each), chips and tensors on tokio's many blocking threads and frees them on
-//! others, so freed memory piles up in arenas no thread reuses soon. Two arenas, measured with
-//! `make bench`'s 1,000-building case on 2 vCPUs: peak RSS 412 → 319 MB with the tile cache off
-//! and 731 → 490 MB with it on, time unchanged (3.77 → 3.75 s median, cache off).
+//! others, so freed memory piles up in arenas no thread reuses soon. Two arenas cut peak memory
+//! by about a third at no cost in time (docs/PERFORMANCE.md, "Two malloc arenas").
 
 /// Arenas glibc may use (`M_ARENA_MAX`).
 pub const ARENAS: i32 = 2;

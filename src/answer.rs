@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::app::{ModelInfo, Outcome, Scored, Timing};
+use crate::outcome::{ModelInfo, Outcome, Scored, Timing, failed};
 use crate::request::BuildingInput;
 
 /// `{"predictions": [...], "failed": n, "timing": {...}, "model": {...}}`.
@@ -26,11 +26,6 @@ pub fn direct(
         "timing": timing,
         "model": model,
     })
-}
-
-/// How many buildings got an error instead of a prediction.
-pub fn failed(outcomes: &[Outcome]) -> usize {
-    outcomes.iter().filter(|o| o.is_err()).count()
 }
 
 /// `{"label", "score", "probabilities": {label: p, …}}` for one successful building, plus
@@ -54,8 +49,11 @@ pub fn scored(model: &ModelInfo, scored: &Scored) -> Map<String, Value> {
 fn direct_prediction(model: &ModelInfo, building: &BuildingInput, outcome: &Outcome) -> Value {
     let mut entry = Map::new();
     entry.insert("id".into(), building.id.clone());
-    entry.insert("lat".into(), building.lat.clone());
-    entry.insert("lon".into(), building.lon.clone());
+    for (name, value) in [("lat", &building.lat), ("lon", &building.lon)] {
+        if let Some(value) = value {
+            entry.insert(name.into(), value.clone());
+        }
+    }
     if !building.properties.is_empty() {
         entry.insert(
             "properties".into(),
@@ -74,4 +72,42 @@ fn direct_prediction(model: &ModelInfo, building: &BuildingInput, outcome: &Outc
 /// Six decimals: probabilities are f32, so more digits would only be noise.
 fn round6(p: f32) -> f64 {
     (f64::from(p) * 1e6).round() / 1e6
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::parse_building;
+
+    #[test]
+    fn coordinates_are_echoed_as_sent_and_absent_ones_stay_absent() {
+        let model = ModelInfo {
+            uri: "file:///m.onnx".into(),
+            version: "1".into(),
+            labels: vec!["a".into()],
+        };
+        let buildings = [
+            parse_building(0, &json!({"id": "no-lon", "lat": 52.2})),
+            parse_building(1, &json!({"id": "null-lon", "lat": 52.2, "lon": null})),
+            parse_building(2, &json!({"id": "text", "lat": "52.2", "lon": 21.0})),
+            parse_building(3, &json!([1, 2])),
+        ];
+        let outcomes: Vec<Outcome> = buildings
+            .iter()
+            .map(|b| Err(b.position.clone().unwrap_err()))
+            .collect();
+        let answer = direct(&model, &buildings, &outcomes, &Timing::default());
+        let p = &answer["predictions"];
+        assert_eq!(p[0]["lat"], json!(52.2));
+        assert!(p[0].get("lon").is_none(), "{}", p[0]);
+        assert_eq!(p[1]["lon"], Value::Null);
+        assert!(p[1].get("lon").is_some(), "{}", p[1]);
+        assert_eq!(p[2]["lat"], json!("52.2"));
+        assert!(
+            p[3].get("lat").is_none() && p[3].get("lon").is_none(),
+            "{}",
+            p[3]
+        );
+        assert_eq!(answer["failed"], 4);
+    }
 }

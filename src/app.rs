@@ -1,97 +1,28 @@
 //! The sandbox's long-lived state and its one job: buildings in, predictions out.
 //!
 //! [`App::init`] runs once, during Lambda's init phase: it loads ONNX Runtime and the model,
-//! builds the session and the HTTP client, and loads the registry (if any) alongside. [`App::predict`] runs per invocation and pays for
-//! none of that. Event shapes (direct, API Gateway, …) are `handler`'s business, not this.
+//! builds the session and the HTTP client, and loads the registry (if any) alongside.
+//! [`App::predict`] runs per invocation and pays for none of that. Event shapes (direct, API
+//! Gateway, …) and reporting are the handler's business, not this.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::error::{BuildingError, ErrorCode};
+use crate::error::{BuildingError, ConfigError, ErrorCode, StartupError};
 use crate::imagery::Imagery;
 use crate::imagery::fetch::{FetchSettings, Fetcher};
-use crate::imagery::template::TileTemplate;
 use crate::model::{Model, ModelOptions, onnx_runtime, ort_library_path};
+use crate::outcome::{ModelInfo, Outcome, Scored, Timing, ms, round2};
 use crate::pipeline::Pipeline;
+use crate::pipeline::assembly::ChipMaker;
 use crate::preprocess::Normalisation;
-use crate::registry::{Listing, Registry, RegistryError};
+use crate::registry::Registry;
 use crate::request::BuildingInput;
-
-/// Why the function could not start; reported to Lambda's `/runtime/init/error`.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{message}")]
-pub struct InitError {
-    /// A readable `errorType`: `ConfigError`, `OnnxRuntimeError`, `ModelLoadError`, `ModelError`,
-    /// `RegistryLoadError`, `RegistryError`.
-    pub error_type: &'static str,
-    pub message: String,
-}
-
-impl InitError {
-    fn new(error_type: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            error_type,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<RegistryError> for InitError {
-    fn from(error: RegistryError) -> Self {
-        Self::new(error.error_type(), error.to_string())
-    }
-}
-
-/// The `model` block of every answer.
-#[derive(Debug, Clone, Serialize)]
-pub struct ModelInfo {
-    pub uri: String,
-    pub version: String,
-    pub labels: Vec<String>,
-}
-
-/// The `timing` block of every answer (milliseconds unless named otherwise). `Deserialize`
-/// is for tools that read answers back (the benchmark).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Timing {
-    pub total_ms: f64,
-    pub download_ms: f64,
-    pub decode_ms: f64,
-    pub inference_ms: f64,
-    pub model_load_ms: f64,
-    pub cold_start: bool,
-    pub throughput_per_s: f64,
-    pub batches: usize,
-    pub batch_size: usize,
-    pub images_fetched: usize,
-    pub cache_hits: usize,
-    /// Only with a registry: its fetch + parse + index time on a cold start (it overlaps
-    /// `model_load_ms`), 0 afterwards.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub registry_load_ms: Option<f64>,
-    /// Only with a registry: time spent looking up this request's buildings.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub registry_lookup_ms: Option<f64>,
-}
-
-/// A successful prediction for one building.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Scored {
-    pub label: String,
-    pub score: f32,
-    /// In label order.
-    pub probabilities: Vec<f32>,
-    /// The registry's answer for this building; `None` when no registry is configured.
-    pub registry: Option<Listing>,
-}
-
-pub type Outcome = Result<Scored, BuildingError>;
 
 /// Everything built once per sandbox.
 pub struct App {
@@ -111,42 +42,35 @@ impl App {
     /// this task for a while, and a spawned task keeps fetching and parsing on another worker
     /// meanwhile (`try_join!` on one task would stall it). Dropping the `JoinSet` on an early
     /// error cancels it.
-    pub async fn init(config: Config) -> Result<Self, InitError> {
-        let template = TileTemplate::parse(&config.tile_url)
-            .map_err(|e| InitError::new("ConfigError", e.to_string()))?;
+    pub async fn init(config: Config) -> Result<Self, StartupError> {
         let mut registry_task = JoinSet::new();
         if let Some(settings) = config.registry.clone() {
             registry_task.spawn(crate::registry::load(settings, config.model_load_timeout));
         }
         let library = ort_library_path(config.ort_dylib_path.as_deref());
-        let environment =
-            onnx_runtime(&library).map_err(|e| InitError::new("OnnxRuntimeError", e))?;
+        let environment = onnx_runtime(&library).map_err(StartupError::OnnxRuntime)?;
 
         let started = Instant::now();
-        let source = crate::source::load(&config.model_uri, "model", config.model_load_timeout)
+        let blob = crate::blob::load(&config.model_uri, "model", config.model_load_timeout)
             .await
-            .map_err(|e| InitError::new("ModelLoadError", e))?;
+            .map_err(StartupError::ModelLoad)?;
         let fetch_ms = ms(started.elapsed());
-        let model_bytes = source.bytes.len();
+        let model_bytes = blob.bytes.len();
         let options = ModelOptions {
             threads: config.inference_threads,
             labels: config.model_labels.as_deref(),
             chip_size: config.chip_size,
         };
-        let model = Model::new(environment, &source.bytes, &options).map_err(|e| {
-            InitError::new("ModelError", format!("model {}: {e}", config.model_uri))
-        })?;
+        let model = Model::new(environment, &blob.bytes, &options)
+            .map_err(|e| StartupError::Model(format!("model {}: {e}", config.model_uri)))?;
         let model_load_ms = ms(started.elapsed());
-        let version = source.version;
+        let version = blob.version;
         // The session holds its own copy of the weights; the downloaded bytes can go now.
-        drop(source.bytes);
+        drop(blob.bytes);
         let registry = match registry_task.join_next().await {
             None => None,
             Some(joined) => Some(joined.map_err(|e| {
-                InitError::new(
-                    "RegistryLoadError",
-                    format!("the registry loader failed: {e}"),
-                )
+                StartupError::RegistryLoad(format!("the registry loader failed: {e}"))
             })??),
         };
         if let Some(registry) = &registry {
@@ -172,9 +96,9 @@ impl App {
             headers: config.tile_headers.expose().to_vec(),
             max_connections: config.max_concurrent_downloads,
         })
-        .map_err(|e| InitError::new("ConfigError", format!("cannot build the HTTP client: {e}")))?;
+        .map_err(|e| StartupError::Imagery(format!("cannot build the HTTP client: {e}")))?;
         let imagery = Imagery::new(
-            template,
+            config.tile_template.clone(),
             fetcher,
             config.tile_zoom,
             chip_size,
@@ -201,11 +125,13 @@ impl App {
         );
         let pipeline = Pipeline {
             model: Arc::new(model),
-            imagery: Arc::new(imagery),
+            chips: ChipMaker {
+                imagery: Arc::new(imagery),
+                download_slots: Arc::new(Semaphore::new(config.max_concurrent_downloads)),
+                decode_slots: Arc::new(Semaphore::new(config.inference_threads)),
+            },
             normalisation: Normalisation::new(config.input_mean, config.input_std),
             batch_size: config.batch_size,
-            download_slots: Arc::new(Semaphore::new(config.max_concurrent_downloads)),
-            decode_slots: Arc::new(Semaphore::new(config.inference_threads)),
         };
         Ok(Self {
             config,
@@ -263,12 +189,7 @@ impl App {
             cold_start,
             throughput_per_s: round2(succeeded as f64 / total.as_secs_f64().max(1e-9)),
             batches: s.batches,
-            batch_size: self
-                .pipeline
-                .model
-                .shape
-                .fixed_batch
-                .unwrap_or(self.config.batch_size),
+            batch_size: self.pipeline.effective_batch_size(),
             images_fetched: s.images_fetched,
             cache_hits: s.cache_hits,
             registry_load_ms: self
@@ -277,7 +198,6 @@ impl App {
                 .map(|r| if cold_start { r.info.load_ms } else { 0.0 }),
             registry_lookup_ms,
         };
-        crate::invocation::record(&timing, &outcomes);
         (outcomes, timing)
     }
 
@@ -328,25 +248,17 @@ impl App {
 
 /// `REGISTRY_POSITIVE_LABEL` must name one of the model's labels, or nothing would ever count
 /// as flagged.
-fn check_positive_label(positive: &str, labels: &[String]) -> Result<(), InitError> {
+fn check_positive_label(positive: &str, labels: &[String]) -> Result<(), ConfigError> {
     if labels.iter().any(|l| l == positive) {
         return Ok(());
     }
-    Err(InitError::new(
-        "ConfigError",
+    Err(ConfigError::new(
+        "REGISTRY_POSITIVE_LABEL",
+        positive,
         format!(
-            "REGISTRY_POSITIVE_LABEL={positive:?} is not one of the model's labels ({}): set it to \
-             the label that means \"flagged\", or set MODEL_LABELS",
+            "not one of the model's labels ({}): set it to the label that means \"flagged\", \
+             or set MODEL_LABELS",
             labels.join(", ")
         ),
     ))
-}
-
-/// Milliseconds with two decimals: enough for timing, short in JSON.
-pub fn ms(d: Duration) -> f64 {
-    round2(d.as_secs_f64() * 1000.0)
-}
-
-fn round2(v: f64) -> f64 {
-    (v * 100.0).round() / 100.0
 }

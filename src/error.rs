@@ -1,7 +1,8 @@
-//! The closed set of errors a caller can see: per-building errors (one building failed, the
-//! rest of the batch goes on) and request-level errors (the whole request is refused).
+//! The closed set of errors a caller or an operator can see: per-building errors (one building
+//! failed, the rest of the batch goes on), request-level errors (the whole request is refused)
+//! and start-up errors (the function cannot serve at all; Lambda shows their `errorType`).
 //!
-//! Codes are part of the public contract (README "Errors"): add, never rename.
+//! Codes and `errorType`s are part of the public contract (README "Errors"): add, never rename.
 
 use serde::Serialize;
 
@@ -54,6 +55,16 @@ impl BuildingError {
             code,
             message: message.into(),
         }
+    }
+
+    /// `deadline_exceeded`, in its one wording wherever the deadline caught the building
+    /// (waiting for a download, for a batch, or never started).
+    pub fn deadline_exceeded() -> Self {
+        Self::new(
+            ErrorCode::DeadlineExceeded,
+            "not predicted before the invocation's deadline (DEADLINE_MARGIN_MS before Lambda's \
+             timeout): send fewer buildings per request, or raise the function's timeout",
+        )
     }
 }
 
@@ -119,6 +130,77 @@ impl RequestError {
     /// `{"error": {"code": ..., "message": ...}}`.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}})
+    }
+}
+
+/// A configuration value that cannot be used, with the variable, the value and the reason.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{name}={value:?}: {reason}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(name: &'static str, value: &str, reason: impl Into<String>) -> Self {
+        Self {
+            name,
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Why the function could not start. Reported to Lambda's `/runtime/init/error` (and printed
+/// by local commands) as `errorType` + message; each variant names the setting or the file to
+/// look at.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StartupError {
+    /// An environment variable is missing or unusable.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// The ONNX Runtime library cannot be found or loaded.
+    #[error("{0}")]
+    OnnxRuntime(String),
+    /// The imagery source cannot be set up (e.g. the HTTP client).
+    #[error("{0}")]
+    Imagery(String),
+    /// The model file cannot be fetched (S3 or disk).
+    #[error("{0}")]
+    ModelLoad(String),
+    /// The model was fetched but cannot be used (not ONNX, wrong shapes, labels that do not fit).
+    #[error("{0}")]
+    Model(String),
+    /// The register file cannot be fetched.
+    #[error("{0}")]
+    RegistryLoad(String),
+    /// The register was fetched but is not a usable register.
+    #[error("{0}")]
+    Registry(String),
+}
+
+impl StartupError {
+    /// The readable `errorType` Lambda shows for a failed init.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::Config(_) => "ConfigError",
+            Self::OnnxRuntime(_) => "OnnxRuntimeError",
+            Self::Imagery(_) => "ImageryError",
+            Self::ModelLoad(_) => "ModelLoadError",
+            Self::Model(_) => "ModelError",
+            Self::RegistryLoad(_) => "RegistryLoadError",
+            Self::Registry(_) => "RegistryError",
+        }
+    }
+}
+
+impl From<StartupError> for lambda_runtime::Diagnostic {
+    fn from(error: StartupError) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: error.error_type().to_string(),
+            error_message: error.to_string(),
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! One invocation, end to end: name the event's shape ([`events::detect`]), take the request
-//! out of its envelope, run [`App::predict`], and answer in the caller's shape.
+//! out of its envelope, run [`App::predict`], report it to [`telemetry`], and answer in the
+//! caller's shape, within Lambda's response limit.
 //!
 //! What goes back where: direct invokes, GeoJSON and Step Functions batches get the answer as
 //! the invocation's result, or a Lambda error with a readable `errorType` when the request is
@@ -16,7 +17,10 @@ use serde_json::Value;
 use crate::app::App;
 use crate::error::RequestError;
 use crate::events::{self, Request, Shape, apigw};
-use crate::{invocation, registry};
+use crate::{registry, telemetry};
+
+/// Lambda's limit on a synchronous response payload (6 MB).
+pub const MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;
 
 /// Handles one invocation. `deadline` is Lambda's (None when run locally).
 pub async fn handle(
@@ -26,13 +30,14 @@ pub async fn handle(
 ) -> Result<Value, RequestError> {
     let started = Instant::now();
     let cutoff = cutoff(deadline, app.config.deadline_margin);
-    match events::detect(&event)? {
-        Shape::ApiGateway(version) => Ok(http(app, version, event, cutoff, started).await),
-        Shape::Payload(payload) => {
-            let request = events::parse(payload, event, app.config.max_buildings)?;
-            guarded(answer(app, request, cutoff, started)).await
+    let answer = match events::detect(&event)? {
+        Shape::ApiGateway(version) => http(app, version, event, cutoff, started).await,
+        Shape::Request(request_kind) => {
+            let request = events::parse(request_kind, event, app.config.max_buildings)?;
+            guarded(answer(app, request, cutoff, started)).await?
         }
-    }
+    };
+    within_response_limit(answer)
 }
 
 /// An API Gateway event: always a proxy response.
@@ -58,7 +63,7 @@ async fn http(
         Ok((content_type, body)) => apigw::response(version, 200, content_type, &body),
         Err(error) => {
             // Answered as a value, not an `Err`: tell the observer it was a refusal.
-            invocation::record_refused(&error);
+            telemetry::record_refused(&error);
             apigw::error(version, &error)
         }
     }
@@ -71,12 +76,25 @@ async fn answer(
     started: Instant,
 ) -> Value {
     let (outcomes, timing) = app.predict(request.buildings(), cutoff, started).await;
+    telemetry::record(&timing, &outcomes);
     let mut answer = request.answer(&app.model_info, &outcomes, &timing);
     // Every answer shape is a JSON object at the top: the register summary fits them all.
-    if let Some(summary) = registry::answer::summary(app, &outcomes) {
-        answer["registry"] = summary;
+    if let Some(registry) = app.registry() {
+        answer["registry"] = registry::answer::summary(registry, &outcomes);
     }
     answer
+}
+
+/// The answer, or `ResponseTooLarge` when Lambda would refuse to return it.
+fn within_response_limit(answer: Value) -> Result<Value, RequestError> {
+    let size = serde_json::to_vec(&answer).map_or(0, |bytes| bytes.len());
+    if size > MAX_RESPONSE_BYTES {
+        return Err(RequestError::ResponseTooLarge {
+            size,
+            limit: MAX_RESPONSE_BYTES,
+        });
+    }
+    Ok(answer)
 }
 
 /// Runs `work`, turning a panic (our fault, never the input's) into `InternalError`, so API
@@ -128,6 +146,7 @@ pub fn cutoff(deadline: Option<SystemTime>, margin: Duration) -> tokio::time::In
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn seconds_left(deadline: Option<SystemTime>, margin_ms: u64) -> f64 {
         let cutoff = cutoff(deadline, Duration::from_millis(margin_ms));
@@ -169,5 +188,18 @@ mod tests {
         assert!(err.to_string().contains("batch 3 failed"), "{err}");
         let ok = guarded(async { Value::from(1) }).await;
         assert_eq!(ok, Ok(Value::from(1)));
+    }
+
+    #[test]
+    fn answers_over_lambdas_limit_are_refused_with_their_size() {
+        let small = json!({"predictions": ["x"]});
+        assert_eq!(within_response_limit(small.clone()).unwrap(), small);
+        let big = json!({"properties": "x".repeat(MAX_RESPONSE_BYTES)});
+        match within_response_limit(big) {
+            Err(RequestError::ResponseTooLarge { size, limit }) => {
+                assert_eq!((size, limit), (MAX_RESPONSE_BYTES + 17, MAX_RESPONSE_BYTES));
+            }
+            other => panic!("expected ResponseTooLarge, got {other:?}"),
+        }
     }
 }

@@ -1,33 +1,53 @@
 //! tilepredict: an AWS Lambda function that turns building coordinates into per-building
 //! predictions from aerial imagery, with one ONNX model run in batches.
 //!
-//! `main.rs` only wires these together: `config` (environment → settings, with `secrets` for
-//! values that must never be printed), `geo` (web mercator), `imagery` (URLs, fetch, decode,
-//! stitch, cache), `preprocess` (pixels → tensor), `source` + `model` (bytes → ONNX Runtime
-//! session), `pipeline` (the overlapped fetch/infer loop), `registry` (the known-buildings
-//! register each prediction is checked against), `request` (building lists → buildings),
-//! `app` (per-sandbox state), `events` (event shapes: direct, GeoJSON, API Gateway, Step
-//! Functions; with `centroid` for footprints), `answer` (outcomes → JSON), `handler` (one
-//! invocation, end to end), `invocation` (the runtime boundary: payload, response limit, the
-//! per-invocation log and metrics lines), `logging` and `metrics` (EMF).
+//! # Layers
+//!
+//! Each module uses only modules of its own layer or below, and no two top-level modules import
+//! each other, directly or around a loop. `scripts/check_layers.py` (run by `make test`) reads
+//! this list and fails when the code leaves it.
+//!
+//! 1. **Front ends** — `main.rs` (arguments, runtime, init) starts one of: [`lambda`] (the
+//!    Runtime API loop, the init-error report) or [`cli`] (local commands).
+//! 2. **One invocation** — [`handler`]: event in, answer out, within Lambda's response limit.
+//! 3. **Caller shapes and reporting** — [`events`] (direct, GeoJSON, API Gateway, Step
+//!    Functions: detect and parse), [`answer`] (outcomes → JSON), [`telemetry`] (the
+//!    invocation's log line and EMF metrics line).
+//! 4. **The sandbox** — [`app`]: built once at init (model, imagery, registry), then
+//!    `predict` per request.
+//! 5. **Settings** — [`config`]: environment → a validated [`config::Config`] holding the
+//!    settings types of the layers below; nothing below reads the environment.
+//! 6. **Engines** — [`pipeline`] (positions → chips → batches, overlapped), [`imagery`]
+//!    (URL templates, fetch, decode, stitch, cache), [`model`] (ONNX Runtime session,
+//!    batched runs), [`registry`] (the known-buildings register).
+//! 7. **Foundations** — [`outcome`] (what a run produces: outcomes, timing, model info),
+//!    [`error`] (every error a caller or operator sees), [`request`] (building lists →
+//!    buildings), [`geo`] and [`centroid`] (web-mercator and footprint math), [`preprocess`]
+//!    (pixels → tensor), [`blob`] (files read at init from S3 or disk), [`secrets`],
+//!    [`logging`], [`allocator`].
+//!
+//! docs/ARCHITECTURE.md has the code map, the life of one request through these modules, and
+//! recipes for the usual changes.
 
 pub mod allocator;
 pub mod answer;
 pub mod app;
+pub mod blob;
 pub mod centroid;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod events;
 pub mod geo;
 pub mod handler;
 pub mod imagery;
-pub mod invocation;
+pub mod lambda;
 pub mod logging;
-pub mod metrics;
 pub mod model;
+pub mod outcome;
 pub mod pipeline;
 pub mod preprocess;
 pub mod registry;
 pub mod request;
 pub mod secrets;
-pub mod source;
+pub mod telemetry;

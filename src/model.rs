@@ -2,8 +2,8 @@
 //! bytes, check its input/output shapes, and run batches.
 //!
 //! One session with `intra_threads` = the function's vCPUs, runs one at a time behind a mutex
-//! (`Session::run` takes `&mut self`): measured on 2 vCPUs this is as fast as a pool of
-//! one-thread sessions and uses less memory (../shared/DESIGN.md).
+//! (`Session::run` takes `&mut self`): as fast as a pool of one-thread sessions on Lambda's
+//! vCPU counts, with less memory (docs/PERFORMANCE.md, "INFERENCE_THREADS").
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

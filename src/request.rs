@@ -16,9 +16,10 @@ pub const MAX_ID_CHARS: usize = 256;
 pub struct BuildingInput {
     /// The caller's id, or the building's index in the request when it has none.
     pub id: Value,
-    /// Echoed as sent (a bad value is echoed too, so the caller sees what was wrong).
-    pub lat: Value,
-    pub lon: Value,
+    /// Echoed as sent (a bad value is echoed too, so the caller sees what was wrong); `None`
+    /// when the caller sent none, and then absent from the answer too.
+    pub lat: Option<Value>,
+    pub lon: Option<Value>,
     /// Fields other than id/lat/lon, echoed back untouched under `properties`.
     pub properties: Map<String, Value>,
     pub position: Result<LatLon, BuildingError>,
@@ -58,8 +59,8 @@ pub fn parse_building(index: usize, value: &Value) -> BuildingInput {
     let Some(object) = value.as_object() else {
         return BuildingInput {
             id: Value::from(index),
-            lat: Value::Null,
-            lon: Value::Null,
+            lat: None,
+            lon: None,
             properties: Map::new(),
             position: Err(BuildingError::new(
                 ErrorCode::InvalidBuilding,
@@ -71,8 +72,8 @@ pub fn parse_building(index: usize, value: &Value) -> BuildingInput {
         };
     };
     let (id, id_error) = parse_id(index, object.get("id"));
-    let lat = object.get("lat").cloned().unwrap_or(Value::Null);
-    let lon = object.get("lon").cloned().unwrap_or(Value::Null);
+    let lat = object.get("lat").cloned();
+    let lon = object.get("lon").cloned();
     let properties = object
         .iter()
         .filter(|(k, _)| !matches!(k.as_str(), "id" | "lat" | "lon"))
@@ -80,7 +81,7 @@ pub fn parse_building(index: usize, value: &Value) -> BuildingInput {
         .collect();
     let position = match id_error {
         Some(error) => Err(error),
-        None => position(&lat, &lon),
+        None => position(lat.as_ref(), lon.as_ref()),
     };
     BuildingInput {
         id,
@@ -91,14 +92,15 @@ pub fn parse_building(index: usize, value: &Value) -> BuildingInput {
     }
 }
 
-/// A position from JSON numbers; strings, nulls and out-of-range values are refused.
-pub fn position(lat: &Value, lon: &Value) -> Result<LatLon, BuildingError> {
-    let number = |name: &str, v: &Value| match v {
-        Value::Number(n) => n.as_f64().ok_or_else(|| {
+/// A position from JSON numbers; absent values, strings, nulls and out-of-range values are
+/// refused.
+pub fn position(lat: Option<&Value>, lon: Option<&Value>) -> Result<LatLon, BuildingError> {
+    let number = |name: &str, v: Option<&Value>| match v {
+        Some(Value::Number(n)) => n.as_f64().ok_or_else(|| {
             invalid_coordinates(format!("{name} {n} is not representable as a number"))
         }),
-        Value::Null => Err(invalid_coordinates(format!("{name} is missing"))),
-        other => Err(invalid_coordinates(format!(
+        None | Some(Value::Null) => Err(invalid_coordinates(format!("{name} is missing"))),
+        Some(other) => Err(invalid_coordinates(format!(
             "{name} must be a number, not {}",
             kind(other)
         ))),

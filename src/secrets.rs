@@ -41,36 +41,6 @@ impl fmt::Debug for TileHeaders {
     }
 }
 
-/// `TILE_URL` as configured. Derefs to the real template (for parsing); `Debug` and `Display`
-/// show it with literal query values redacted (see [`redact_template`]).
-#[derive(Clone, PartialEq, Eq)]
-pub struct TileUrl(String);
-
-impl TileUrl {
-    pub fn new(raw: String) -> Self {
-        Self(raw)
-    }
-}
-
-impl std::ops::Deref for TileUrl {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for TileUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", redact_template(&self.0))
-    }
-}
-
-impl fmt::Display for TileUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&redact_template(&self.0))
-    }
-}
-
 /// A URL template fit to show: each query value holding no `{placeholder}` is replaced by `…`
 /// (`key=AIza…` → `key=…`), while values made of placeholders stay (`BBOX={bbox}`), so a
 /// message about a template still shows its structure. Parameter names and the path stay.
@@ -131,9 +101,14 @@ mod tests {
         ] {
             assert_eq!(redact_template(raw), shown, "{raw}");
         }
-        let url = TileUrl::new("https://t/{z}/{x}/{y}?access_token=pk.SECRET".into());
-        assert_eq!(&*url, "https://t/{z}/{x}/{y}?access_token=pk.SECRET");
-        let shown = format!("{url:?} {url}");
-        assert!(!shown.contains("SECRET"), "{shown}");
+        let template = crate::imagery::template::TileTemplate::parse(
+            "https://t/{z}/{x}/{y}?access_token=pk.SECRET",
+        )
+        .unwrap();
+        let shown = format!("{template:?} {template:#?}");
+        assert!(
+            shown.contains("access_token=…") && !shown.contains("SECRET"),
+            "{shown}"
+        );
     }
 }

@@ -276,21 +276,23 @@ async fn bad_models_fail_init_naming_the_shapes() {
         .await
         .err()
         .expect("a one-channel model is refused");
-    assert_eq!(err.error_type, "ModelError");
+    let message = err.to_string();
+    assert_eq!(err.error_type(), "ModelError");
     assert!(
-        err.message.contains("[?,1,32,32]") && err.message.contains("[N,3,H,W]"),
+        message.contains("[?,1,32,32]") && message.contains("[N,3,H,W]"),
         "{}",
-        err.message
+        message
     );
 
     let err = App::init(config("rgb_tiny.onnx", &tiles, &[("MODEL_LABELS", "a,b")]))
         .await
         .err()
         .expect("2 labels for 3 classes");
+    let message = err.to_string();
     assert!(
-        err.message.contains("MODEL_LABELS names 2 labels") && err.message.contains("[N,3]"),
+        message.contains("MODEL_LABELS names 2 labels") && message.contains("[N,3]"),
         "{}",
-        err.message
+        message
     );
 
     let dir = tempfile::tempdir().unwrap();
@@ -300,23 +302,17 @@ async fn bad_models_fail_init_naming_the_shapes() {
         .await
         .err()
         .expect("garbage is refused");
-    assert_eq!(err.error_type, "ModelError");
-    assert!(
-        err.message.contains("not a usable ONNX model"),
-        "{}",
-        err.message
-    );
+    let message = err.to_string();
+    assert_eq!(err.error_type(), "ModelError");
+    assert!(message.contains("not a usable ONNX model"), "{}", message);
 
     let err = App::init(config("/nonexistent/model.onnx", &tiles, &[]))
         .await
         .err()
         .expect("a missing file is refused");
-    assert_eq!(err.error_type, "ModelLoadError");
-    assert!(
-        err.message.contains("/nonexistent/model.onnx"),
-        "{}",
-        err.message
-    );
+    let message = err.to_string();
+    assert_eq!(err.error_type(), "ModelLoadError");
+    assert!(message.contains("/nonexistent/model.onnx"), "{}", message);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,7 +1,8 @@
 //! Imagery against a real loopback server: every `TILE_URL` kind cuts the same chip from the
 //! same synthetic world, and every way a server can misbehave ends in the right error after
-//! the right number of requests. Runs [`Imagery::chip`] (fetch, decode, stitch) without a
-//! model; the pipeline and the Lambda side are covered by `imagery_lambda.rs`.
+//! the right number of requests. Runs the pipeline's chip assembly (`ChipMaker`: the cache,
+//! fetch, decode and stitch path Lambda runs) without a model; inference and the Lambda side
+//! are covered by `imagery_lambda.rs`.
 
 mod support;
 
@@ -23,6 +24,8 @@ use tilepredict::geo::LatLon;
 use tilepredict::imagery::Imagery;
 use tilepredict::imagery::fetch::{FetchSettings, Fetcher};
 use tilepredict::imagery::template::TileTemplate;
+use tilepredict::pipeline::assembly::ChipMaker;
+use tokio::sync::Semaphore;
 
 // ---------------------------------------------------------------------------------------------
 // The synthetic world, served in every source kind. The geometry (`pixel_of`, `point_at`) is
@@ -241,7 +244,7 @@ fn templates(base: &str, format: &str) -> Vec<(&'static str, String)> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Building `Imagery` the way `App::init` does, with settings a test can tune.
+// Building the chip assembly the way `App::init` does, with settings a test can tune.
 
 fn settings() -> FetchSettings {
     FetchSettings {
@@ -253,15 +256,41 @@ fn settings() -> FetchSettings {
     }
 }
 
-fn imagery(template: &str, zoom: u8, chip_size: u32, settings: FetchSettings) -> Arc<Imagery> {
+/// The pipeline's chip assembly over one source, cutting chips at their own size (no resize).
+struct Chips {
+    maker: ChipMaker,
+    size: u32,
+}
+
+impl Chips {
+    /// The chip for a building at `p`, as the pipeline would hand it to the model.
+    async fn chip(
+        &self,
+        p: LatLon,
+        cutoff: tokio::time::Instant,
+    ) -> Result<RgbImage, BuildingError> {
+        let size = (self.size, self.size);
+        self.maker.cut(&[p], size, cutoff).await.remove(0)
+    }
+}
+
+fn imagery(template: &str, zoom: u8, chip_size: u32, settings: FetchSettings) -> Chips {
     let template = TileTemplate::parse(template).unwrap();
-    Arc::new(Imagery::new(
+    let imagery = Imagery::new(
         template,
         Fetcher::new(settings).unwrap(),
         zoom,
         chip_size,
         0,
-    ))
+    );
+    Chips {
+        maker: ChipMaker {
+            imagery: Arc::new(imagery),
+            download_slots: Arc::new(Semaphore::new(8)),
+            decode_slots: Arc::new(Semaphore::new(2)),
+        },
+        size: chip_size,
+    }
 }
 
 fn far_cutoff() -> tokio::time::Instant {

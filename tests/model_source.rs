@@ -11,13 +11,13 @@ mod support;
 use std::time::Duration;
 
 use support::s3::{S3Server, e_tag};
-use tilepredict::config::SourceUri;
-use tilepredict::source::load;
+use tilepredict::blob::BlobUri;
+use tilepredict::blob::load;
 
 const BUCKET: &str = "models";
 
-fn uri(key: &str) -> SourceUri {
-    SourceUri::S3 {
+fn uri(key: &str) -> BlobUri {
+    BlobUri::S3 {
         bucket: BUCKET.into(),
         key: key.into(),
     }

@@ -387,7 +387,7 @@ fn the_positive_label_must_be_one_of_the_models() {
     assert_eq!(error_type, "ConfigError");
     assert!(
         message.starts_with(
-            "REGISTRY_POSITIVE_LABEL=\"asbestos\" is not one of the model's labels (red, green, blue)"
+            "REGISTRY_POSITIVE_LABEL=\"asbestos\": not one of the model's labels (red, green, blue)"
         ),
         "{message}"
     );

@@ -11,7 +11,7 @@ use crate::support::runtime::LambdaProcess;
 use crate::support::s3::S3Server;
 use crate::support::tiles::TileServer;
 use crate::world::{Case, Latency, ZOOM, tile_server};
-use tilepredict::app::Timing;
+use tilepredict::outcome::Timing;
 
 pub const BUCKET: &str = "bench";
 pub const MODEL_KEY: &str = "models/resnet18_128.onnx";

@@ -9,10 +9,10 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::app::{ModelInfo, Outcome, Timing};
 use crate::centroid::{self, Polygon, Ring};
 use crate::error::{BuildingError, ErrorCode, RequestError};
 use crate::geo::LatLon;
+use crate::outcome::{ModelInfo, Outcome, Timing};
 use crate::request::{BuildingInput, check_count, kind, parse_id};
 
 /// A parsed FeatureCollection: the input (its `features` kept apart, to be annotated) and
@@ -69,7 +69,7 @@ impl Collection {
         let mut members = self.members;
         // `features` is still in its place (emptied by `parse`), so member order is kept.
         members.insert("features".into(), Value::Array(features));
-        members.insert("failed".into(), json!(crate::answer::failed(outcomes)));
+        members.insert("failed".into(), json!(crate::outcome::failed(outcomes)));
         members.insert("timing".into(), json!(timing));
         members.insert("model".into(), json!(model));
         Value::Object(members)
@@ -107,8 +107,8 @@ fn building(index: usize, feature: &Value) -> BuildingInput {
     match locate(object.get("geometry")) {
         Ok(point) => BuildingInput {
             id,
-            lat: json!(point.lat),
-            lon: json!(point.lon),
+            lat: Some(json!(point.lat)),
+            lon: Some(json!(point.lon)),
             properties: Map::new(),
             position: Ok(point),
         },
@@ -119,8 +119,8 @@ fn building(index: usize, feature: &Value) -> BuildingInput {
 fn unlocated(id: Value, error: BuildingError) -> BuildingInput {
     BuildingInput {
         id,
-        lat: Value::Null,
-        lon: Value::Null,
+        lat: None,
+        lon: None,
         properties: Map::new(),
         position: Err(error),
     }
@@ -232,7 +232,7 @@ fn annotate(feature: Value, model: &ModelInfo, outcome: &Outcome) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::Scored;
+    use crate::outcome::Scored;
 
     fn collection(features: Value) -> Map<String, Value> {
         json!({"type": "FeatureCollection", "name": "roofs", "features": features})

@@ -19,12 +19,16 @@ pub mod stepfunctions;
 
 use serde_json::{Map, Value};
 
-use crate::app::{ModelInfo, Outcome, Timing};
 use crate::error::RequestError;
+use crate::outcome::{ModelInfo, Outcome, Timing};
 use crate::request::{BuildingInput, kind, parse_building_list};
 
-/// The shapes a caller may send, for error messages (README "Callers" shows each).
-pub const ACCEPTED_SHAPES: &str = "a direct invoke {\"buildings\": [{\"id\", \"lat\", \"lon\"}, ...]}; \
+/// The shapes an API Gateway request body may take, for error messages.
+const BODY_SHAPES: &str = "a direct request {\"buildings\": [{\"id\", \"lat\", \"lon\"}, ...]}; \
+     a GeoJSON FeatureCollection of Point/Polygon/MultiPolygon features";
+
+/// The shapes an event may take, for error messages (README "Callers" shows each).
+const EVENT_SHAPES: &str = "a direct invoke {\"buildings\": [{\"id\", \"lat\", \"lon\"}, ...]}; \
      a GeoJSON FeatureCollection of Point/Polygon/MultiPolygon features; \
      an API Gateway proxy event (HTTP API payload 2.0 or REST payload 1.0) whose body is one of those two; \
      a Step Functions ItemBatcher batch {\"Items\": [{\"id\", \"lat\", \"lon\"}, ...], \"BatchInput\": {...}}";
@@ -33,52 +37,88 @@ pub const ACCEPTED_SHAPES: &str = "a direct invoke {\"buildings\": [{\"id\", \"l
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
     /// A request answered as the invocation's result.
-    Payload(Payload),
+    Request(RequestKind),
     /// An API Gateway proxy event: its body holds the request, the answer is a proxy response.
     ApiGateway(apigw::Version),
 }
 
-/// The requests that come as the event itself ([`Payload::Direct`] and [`Payload::GeoJson`]
-/// also come as an API Gateway body).
+/// The requests that come as the event itself ([`RequestKind::Direct`] and
+/// [`RequestKind::GeoJson`] also come as an API Gateway body).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Payload {
+pub enum RequestKind {
     Direct,
     GeoJson,
     StepFunctionsBatch,
 }
 
 impl Shape {
-    /// A short name for logs and messages.
-    pub fn name(self) -> &'static str {
+    /// The shape in a caller's words, for messages.
+    pub fn description(self) -> &'static str {
         match self {
-            Self::Payload(Payload::Direct) => "direct",
-            Self::Payload(Payload::GeoJson) => "geojson",
-            Self::Payload(Payload::StepFunctionsBatch) => "stepfunctions_batch",
-            Self::ApiGateway(apigw::Version::V1) => "apigw_rest",
-            Self::ApiGateway(apigw::Version::V2) => "apigw_http",
+            Self::Request(RequestKind::Direct) => "a direct request ({\"buildings\": [...]})",
+            Self::Request(RequestKind::GeoJson) => "a GeoJSON FeatureCollection",
+            Self::Request(RequestKind::StepFunctionsBatch) => {
+                "a Step Functions batch ({\"Items\": [...]})"
+            }
+            Self::ApiGateway(apigw::Version::V1) => "an API Gateway REST API (payload 1.0) event",
+            Self::ApiGateway(apigw::Version::V2) => "an API Gateway HTTP API (payload 2.0) event",
         }
+    }
+}
+
+/// Why an event has no single shape.
+enum Unrecognised {
+    /// Not a JSON object: its kind ("an array", …).
+    NotAnObject(&'static str),
+    /// No marker: the first few member names.
+    NoMarker(String),
+    /// More than one marker.
+    Several(Vec<Shape>),
+}
+
+impl Unrecognised {
+    /// The message about `what` ("event", "request body") for a caller who may send one of
+    /// `accepted`.
+    fn into_error(self, what: &str, accepted: &str) -> RequestError {
+        RequestError::Invalid(match self {
+            Self::NotAnObject(kind) => {
+                format!("the {what} is {kind}, not an object; expected {accepted}")
+            }
+            Self::NoMarker(members) => {
+                format!("unrecognised {what} (members: {members}); expected {accepted}")
+            }
+            Self::Several(shapes) => format!(
+                "the {what} looks like several shapes at once ({}); send exactly one of: {accepted}",
+                shapes
+                    .iter()
+                    .map(|s| s.description())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        })
     }
 }
 
 /// Names the event's shape, or explains why it has none.
 pub fn detect(event: &Value) -> Result<Shape, RequestError> {
+    shape_of(event).map_err(|why| why.into_error("event", EVENT_SHAPES))
+}
+
+fn shape_of(event: &Value) -> Result<Shape, Unrecognised> {
     let Some(object) = event.as_object() else {
-        return Err(RequestError::Invalid(format!(
-            "the event is {}, not an object; expected {ACCEPTED_SHAPES}",
-            kind(event)
-        )));
+        return Err(Unrecognised::NotAnObject(kind(event)));
     };
     let markers = [
         (
-            Shape::Payload(Payload::Direct),
+            Shape::Request(RequestKind::Direct),
             object.contains_key("buildings"),
         ),
         (
-            Shape::Payload(Payload::GeoJson),
+            Shape::Request(RequestKind::GeoJson),
             object.get("type").and_then(Value::as_str) == Some("FeatureCollection"),
         ),
         (
-            Shape::Payload(Payload::StepFunctionsBatch),
+            Shape::Request(RequestKind::StepFunctionsBatch),
             object.contains_key("Items"),
         ),
         (Shape::ApiGateway(apigw::Version::V2), is_http_api(object)),
@@ -91,18 +131,8 @@ pub fn detect(event: &Value) -> Result<Shape, RequestError> {
         .collect();
     match found.as_slice() {
         [shape] => Ok(*shape),
-        [] => Err(RequestError::Invalid(format!(
-            "unrecognised event (members: {}); expected {ACCEPTED_SHAPES}",
-            member_names(object)
-        ))),
-        several => Err(RequestError::Invalid(format!(
-            "the event looks like several shapes at once ({}); send exactly one of: {ACCEPTED_SHAPES}",
-            several
-                .iter()
-                .map(|s| s.name())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
+        [] => Err(Unrecognised::NoMarker(member_names(object))),
+        several => Err(Unrecognised::Several(several.to_vec())),
     }
 }
 
@@ -180,7 +210,7 @@ impl Request {
 
 /// Parses a request that came as the event itself (API Gateway's come via [`parse_body`]).
 pub fn parse(
-    payload: Payload,
+    request_kind: RequestKind,
     event: Value,
     max_buildings: usize,
 ) -> Result<Request, RequestError> {
@@ -190,8 +220,8 @@ pub fn parse(
             kind(&event)
         )));
     };
-    match payload {
-        Payload::Direct => match object.get("buildings") {
+    match request_kind {
+        RequestKind::Direct => match object.get("buildings") {
             Some(Value::Array(list)) => {
                 Ok(Request::Direct(parse_building_list(list, max_buildings)?))
             }
@@ -201,8 +231,8 @@ pub fn parse(
             ))),
             None => Err(RequestError::Invalid("no \"buildings\" member".into())),
         },
-        Payload::GeoJson => Ok(Request::GeoJson(geojson::parse(object, max_buildings)?)),
-        Payload::StepFunctionsBatch => {
+        RequestKind::GeoJson => Ok(Request::GeoJson(geojson::parse(object, max_buildings)?)),
+        RequestKind::StepFunctionsBatch => {
             Ok(Request::Batch(stepfunctions::parse(object, max_buildings)?))
         }
     }
@@ -215,18 +245,15 @@ pub fn parse_body(body: &[u8], max_buildings: usize) -> Result<Request, RequestE
             "the request body is not JSON ({e}); send {{\"buildings\": [...]}} or a GeoJSON FeatureCollection"
         ))
     })?;
-    match detect(&value) {
-        Ok(Shape::Payload(payload @ (Payload::Direct | Payload::GeoJson))) => {
-            parse(payload, value, max_buildings)
+    match shape_of(&value) {
+        Ok(Shape::Request(request_kind @ (RequestKind::Direct | RequestKind::GeoJson))) => {
+            parse(request_kind, value, max_buildings)
         }
         Ok(other) => Err(RequestError::Invalid(format!(
-            "an API Gateway request body must be {{\"buildings\": [...]}} or a GeoJSON FeatureCollection, not a {} event",
-            other.name()
+            "the request body is {}; send {BODY_SHAPES}",
+            other.description()
         ))),
-        Err(RequestError::Invalid(message)) => {
-            Err(RequestError::Invalid(format!("request body: {message}")))
-        }
-        Err(other) => Err(other),
+        Err(why) => Err(why.into_error("request body", BODY_SHAPES)),
     }
 }
 
@@ -235,9 +262,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const DIRECT: Shape = Shape::Payload(Payload::Direct);
-    const GEOJSON: Shape = Shape::Payload(Payload::GeoJson);
-    const BATCH: Shape = Shape::Payload(Payload::StepFunctionsBatch);
+    const DIRECT: Shape = Shape::Request(RequestKind::Direct);
+    const GEOJSON: Shape = Shape::Request(RequestKind::GeoJson);
+    const BATCH: Shape = Shape::Request(RequestKind::StepFunctionsBatch);
     const HTTP_API: Shape = Shape::ApiGateway(apigw::Version::V2);
     const REST_API: Shape = Shape::ApiGateway(apigw::Version::V1);
 
@@ -319,7 +346,10 @@ mod tests {
     fn an_event_with_two_markers_is_ambiguous_not_guessed() {
         let event = json!({"buildings": [], "Items": []});
         let text = message(detect(&event).unwrap_err());
-        assert!(text.contains("direct, stepfunctions_batch"), "{text}");
+        assert!(
+            text.contains("(a direct request ({\"buildings\": [...]}); a Step Functions batch"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -336,10 +366,15 @@ mod tests {
         let text = message(parse_body(b"{not json", 10).unwrap_err());
         assert!(text.starts_with("the request body is not JSON"), "{text}");
         let text = message(parse_body(br#"{"Items": []}"#, 10).unwrap_err());
-        assert!(text.contains("not a stepfunctions_batch event"), "{text}");
-        let text = message(parse_body(br#"{"a": 1}"#, 10).unwrap_err());
         assert!(
-            text.starts_with("request body: unrecognised event"),
+            text.starts_with("the request body is a Step Functions batch"),
+            "{text}"
+        );
+        let text = message(parse_body(br#"{"a": 1}"#, 10).unwrap_err());
+        assert!(text.starts_with("unrecognised request body"), "{text}");
+        // A body can only be one of the two body shapes: the message offers nothing else.
+        assert!(
+            !text.contains("Step Functions") && !text.contains("API Gateway"),
             "{text}"
         );
         let err = parse_body(br#"{"buildings": [{}, {}, {}]}"#, 2).unwrap_err();
@@ -350,7 +385,7 @@ mod tests {
 
     #[test]
     fn a_direct_request_needs_an_array() {
-        let text = message(parse(Payload::Direct, json!({"buildings": {}}), 5).unwrap_err());
+        let text = message(parse(RequestKind::Direct, json!({"buildings": {}}), 5).unwrap_err());
         assert_eq!(text, "\"buildings\" must be an array, not an object");
     }
 }

@@ -10,8 +10,8 @@
 
 use serde_json::{Map, Number, Value};
 
-use crate::app::{ModelInfo, Outcome, Timing};
 use crate::error::RequestError;
+use crate::outcome::{ModelInfo, Outcome, Timing};
 use crate::request::{BuildingInput, kind, parse_building_list};
 
 /// One ItemBatcher batch.
@@ -98,7 +98,7 @@ mod tests {
         .unwrap();
         let want = LatLon::new(52.2297, 21.0122).unwrap();
         assert_eq!(batch.buildings[0].position, Ok(want));
-        assert_eq!(batch.buildings[0].lat, json!(52.2297));
+        assert_eq!(batch.buildings[0].lat, Some(json!(52.2297)));
         assert_eq!(batch.buildings[0].properties["address"], "Marszałkowska 1");
         assert_eq!(batch.buildings[1].position, Ok(want));
         for b in &batch.buildings[2..] {

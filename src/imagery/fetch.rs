@@ -87,13 +87,15 @@ impl Fetcher {
         loop {
             let now = Instant::now();
             if now >= cutoff {
-                return Err(deadline(url));
+                return Err(BuildingError::deadline_exceeded());
             }
             let budget = self.settings.timeout.min(cutoff - now);
             let outcome = match tokio::time::timeout(budget, self.attempt(url)).await {
                 Ok(Ok(bytes)) => return Ok(bytes),
                 Ok(Err(outcome)) => outcome,
-                Err(_) if budget < self.settings.timeout => return Err(deadline(url)),
+                Err(_) if budget < self.settings.timeout => {
+                    return Err(BuildingError::deadline_exceeded());
+                }
                 Err(_) => Attempt::Retry(
                     BuildingError::new(
                         ErrorCode::ImageUnavailable,
@@ -117,7 +119,7 @@ impl Fetcher {
                 Attempt::Retry(_, retry_after) => {
                     let wait = retry_after.unwrap_or_else(|| backoff(attempt));
                     if Instant::now() + wait >= cutoff {
-                        return Err(deadline(url));
+                        return Err(BuildingError::deadline_exceeded());
                     }
                     tokio::time::sleep(wait).await;
                     attempt += 1;
@@ -205,16 +207,6 @@ impl Fetcher {
             .map(Bytes::from)
             .map_err(unavailable)
     }
-}
-
-fn deadline(url: &str) -> BuildingError {
-    BuildingError::new(
-        ErrorCode::DeadlineExceeded,
-        format!(
-            "{}: not fetched before the invocation's deadline",
-            redact(url)
-        ),
-    )
 }
 
 fn too_large(shown: &str, max: usize) -> BuildingError {

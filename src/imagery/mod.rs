@@ -1,9 +1,8 @@
 //! Imagery: from a building's position to the decoded images its chip needs.
 //!
 //! `template` turns `TILE_URL` into URLs, `fetch` gets bytes, `decode` makes RGB8 images,
-//! `chip` stitches them, `cache` keeps them warm across invocations. The pipeline decides
-//! when each step runs (sharing images between chips); this module only knows how.
-//! [`Imagery::chip`] runs every step for one position, for tools and tests.
+//! `chip` stitches them, `cache` keeps them warm across invocations. The pipeline's assembly
+//! decides when each step runs (sharing images between chips); this module only knows how.
 
 pub mod cache;
 pub mod chip;
@@ -17,7 +16,7 @@ use bytes::Bytes;
 use image::RgbImage;
 use tokio::time::Instant;
 
-use crate::error::{BuildingError, ErrorCode};
+use crate::error::BuildingError;
 use crate::geo::{ChipWindow, LatLon};
 use cache::ImageCache;
 use fetch::Fetcher;
@@ -47,10 +46,6 @@ impl Imagery {
             zoom,
             chip_size,
         }
-    }
-
-    pub fn template(&self) -> &TileTemplate {
-        &self.template
     }
 
     /// Chip side in source pixels (before resizing to the model's input).
@@ -108,37 +103,5 @@ impl Imagery {
         let image = Arc::new(decoded.image);
         self.remember(url, &image);
         Ok(image)
-    }
-
-    /// The chip centred on `p` at `chip_size` (before any resize to the model's input): its
-    /// images from the warm cache or the source, fetched concurrently and decoded on blocking
-    /// threads, then stitched. The pipeline does the same steps for many chips at once,
-    /// sharing images between them.
-    pub async fn chip(
-        self: &Arc<Self>,
-        p: LatLon,
-        cutoff: Instant,
-    ) -> Result<RgbImage, BuildingError> {
-        let parts = self.plan(p);
-        let images = futures_util::future::try_join_all(parts.iter().map(|part| async move {
-            if let Some(image) = self.cached(&part.url) {
-                return Ok(image);
-            }
-            let bytes = self.fetch(&part.url, cutoff).await?;
-            let (imagery, url) = (Arc::clone(self), part.url.clone());
-            let expected = (part.width, part.height);
-            tokio::task::spawn_blocking(move || imagery.decode(&url, &bytes, expected))
-                .await
-                .map_err(|e| {
-                    BuildingError::new(ErrorCode::ImageInvalid, format!("decoding failed: {e}"))
-                })?
-        }))
-        .await?;
-        let placed: Vec<(&RgbImage, i64, i64)> = images
-            .iter()
-            .zip(&parts)
-            .map(|(image, part)| (image.as_ref(), part.dx, part.dy))
-            .collect();
-        Ok(chip::stitch(&placed, self.chip_size))
     }
 }

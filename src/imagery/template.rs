@@ -176,10 +176,6 @@ impl TileTemplate {
         self.kind
     }
 
-    pub fn as_str(&self) -> &str {
-        &self.raw
-    }
-
     /// The images covering `window`, each with its URL and placement.
     pub fn plan(&self, window: &ChipWindow) -> Vec<ImagePart> {
         match self.kind {

@@ -5,7 +5,8 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::app::{App, Outcome, Scored};
+use super::Registry;
+use crate::outcome::{Outcome, Scored};
 
 /// Adds `"registry": {"listed", "record", "distance_m"}` to one prediction's JSON object when
 /// the building was checked against a register.
@@ -38,9 +39,8 @@ pub struct Summary {
     pub listed_not_flagged: usize,
 }
 
-/// The summary for one request's outcomes; `None` when no registry is configured.
-pub fn summary(app: &App, outcomes: &[Outcome]) -> Option<Value> {
-    let registry = app.registry()?;
+/// The summary for one request's outcomes against `registry`.
+pub fn summary(registry: &Registry, outcomes: &[Outcome]) -> Value {
     let positive = registry.settings.positive_label.as_str();
     let mut summary = Summary {
         uri: registry.info.uri.clone(),
@@ -65,5 +65,5 @@ pub fn summary(app: &App, outcomes: &[Outcome]) -> Option<Value> {
         summary.flagged_unlisted += usize::from(flagged && !listing.listed);
         summary.listed_not_flagged += usize::from(listing.listed && !flagged);
     }
-    Some(serde_json::to_value(summary).expect("a summary serialises"))
+    serde_json::to_value(summary).expect("a summary serialises")
 }

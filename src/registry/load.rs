@@ -1,4 +1,4 @@
-//! Loading the register at init: fetch (S3 or file, via `crate::source`), parse and index on a
+//! Loading the register at init: fetch (S3 or file, via `crate::blob`), parse and index on a
 //! blocking thread (a million rows keep a core busy for about a second, which must not stall
 //! the model's download on the same runtime), time it, and log what was loaded.
 
@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::rows::ParseError;
 use super::{Registry, RegistrySettings};
+use crate::error::StartupError;
 
 /// Why the register could not be loaded; init fails with it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -18,12 +19,11 @@ pub enum RegistryError {
     Malformed { uri: String, error: ParseError },
 }
 
-impl RegistryError {
-    /// The `errorType` reported to Lambda's `/runtime/init/error`.
-    pub fn error_type(&self) -> &'static str {
-        match self {
-            Self::Unavailable(_) => "RegistryLoadError",
-            Self::Malformed { .. } => "RegistryError",
+impl From<RegistryError> for StartupError {
+    fn from(error: RegistryError) -> Self {
+        match error {
+            RegistryError::Unavailable(_) => Self::RegistryLoad(error.to_string()),
+            RegistryError::Malformed { .. } => Self::Registry(error.to_string()),
         }
     }
 }
@@ -35,7 +35,7 @@ pub async fn load(
 ) -> Result<Registry, RegistryError> {
     let started = Instant::now();
     let uri = settings.uri.to_string();
-    let source = crate::source::load(&settings.uri, "registry", timeout)
+    let source = crate::blob::load(&settings.uri, "registry", timeout)
         .await
         .map_err(RegistryError::Unavailable)?;
     let version = source.version;
@@ -50,7 +50,7 @@ pub async fn load(
         error,
     })?;
     registry.info.version = version;
-    registry.info.load_ms = crate::app::ms(started.elapsed());
+    registry.info.load_ms = crate::outcome::ms(started.elapsed());
     log(&registry);
     Ok(registry)
 }

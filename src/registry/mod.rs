@@ -3,7 +3,7 @@
 //! indexed in memory, and looked up for every successful prediction, so callers see where the
 //! model and the register disagree.
 //!
-//! `settings` reads `REGISTRY_*`; `load` fetches (via `crate::source`), parses and indexes
+//! `config` reads `REGISTRY_*` into [`RegistrySettings`]; `load` fetches (via `crate::blob`), parses and indexes
 //! during init; `from_csv` / `from_geojson` turn bytes into rows (`rows`) and records
 //! (`records`); `index` + `geodesy` match a building; `answer` shapes the JSON that every
 //! answer shape adds. Nothing here knows about Lambda events.
@@ -16,18 +16,33 @@ mod index;
 mod load;
 mod records;
 mod rows;
-mod settings;
 
-use serde::Serialize;
-use serde_json::Value;
-
+use crate::blob::BlobUri;
 use crate::geo::LatLon;
+use crate::outcome::Listing;
 use index::Index;
 use records::Records;
 
 pub use load::{RegistryError, load};
 pub use rows::{BadRows, ParseError, Row};
-pub use settings::{DEFAULT_POSITIVE_LABEL, DEFAULT_RADIUS_M, MAX_RADIUS_M, RegistrySettings};
+
+pub const DEFAULT_RADIUS_M: f64 = 15.0;
+/// Above this the flat-ellipsoid distance (see `geodesy`) would no longer be exact to 1 mm.
+pub const MAX_RADIUS_M: f64 = 1000.0;
+pub const DEFAULT_POSITIVE_LABEL: &str = "asbestos";
+
+/// Where the register is and how buildings are matched against it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistrySettings {
+    /// `REGISTRY_URI`: `s3://bucket/key`, `file:///path` or a local path; CSV or GeoJSON.
+    pub uri: BlobUri,
+    /// `REGISTRY_RADIUS_M`: a register point matches a building this close (geodesic metres).
+    pub radius_m: f64,
+    /// `REGISTRY_POSITIVE_LABEL`: the model label that counts as "flagged" in the summary.
+    pub positive_label: String,
+    /// `REGISTRY_SKIP_BAD_ROWS`: skip (count and log) malformed rows instead of failing init.
+    pub skip_bad_rows: bool,
+}
 
 /// What the log and the answer's summary say about the loaded register.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,16 +67,6 @@ pub struct Registry {
     pub info: RegistryInfo,
     /// Rows skipped under `REGISTRY_SKIP_BAD_ROWS=true`.
     pub bad_rows: BadRows,
-}
-
-/// One building's registry check: `{"listed", "record", "distance_m"}` in the answer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Listing {
-    pub listed: bool,
-    /// The matched record's own columns (CSV) or properties (GeoJSON).
-    pub record: Option<Value>,
-    /// Geodesic metres to the matched point (centimetres), 0 inside a footprint.
-    pub distance_m: Option<f64>,
 }
 
 impl Registry {
@@ -126,12 +131,11 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SourceUri;
     use serde_json::json;
 
     fn settings() -> RegistrySettings {
         RegistrySettings {
-            uri: SourceUri::File("/r".into()),
+            uri: BlobUri::File("/r".into()),
             radius_m: 15.0,
             positive_label: "asbestos".into(),
             skip_bad_rows: false,

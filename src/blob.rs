@@ -1,6 +1,6 @@
-//! Getting a file's bytes at init: from S3 (any S3-compatible endpoint) or a local file. Used
-//! for the model and for the registry, once per sandbox; it knows nothing of what the bytes
-//! mean.
+//! Whole files read at init ("blobs"): from S3 (any S3-compatible endpoint) or a local file.
+//! Used for the model and for the registry, once per sandbox; it knows nothing of what the
+//! bytes mean. (Imagery is not read here: that is `imagery`'s business.)
 //!
 //! Lambda gives init 10 s. A dead or hanging S3 endpoint must end in an init error that names
 //! the bucket, key and cause well before that, not in Lambda killing a silent process: each S3
@@ -8,16 +8,62 @@
 //! jittered back-off (≈ 7 s at worst), and the whole load (headers and body) is cut at
 //! `MODEL_LOAD_TIMEOUT_MS`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, retry::RetryConfig, timeout::TimeoutConfig};
 use bytes::{Bytes, BytesMut};
 use futures_util::{StreamExt, TryStreamExt};
 
-use crate::config::SourceUri;
+use crate::error::ConfigError;
+
+/// Where a file read at init lives: the ONNX model (`MODEL_URI`), the registry (`REGISTRY_URI`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobUri {
+    S3 { bucket: String, key: String },
+    File(PathBuf),
+}
+
+impl BlobUri {
+    /// `s3://bucket/key`, `file:///abs/path`, or a plain path; errors name the variable `name`.
+    pub fn parse(name: &'static str, raw: &str) -> Result<Self, ConfigError> {
+        if let Some(rest) = raw.strip_prefix("s3://") {
+            let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() || key.is_empty() {
+                return Err(ConfigError::new(
+                    name,
+                    raw,
+                    "an S3 URI needs a bucket and a key: s3://bucket/path/file",
+                ));
+            }
+            return Ok(Self::S3 {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+            });
+        }
+        let path = raw.strip_prefix("file://").unwrap_or(raw);
+        if path.is_empty() || raw.contains("://") && !raw.starts_with("file://") {
+            return Err(ConfigError::new(
+                name,
+                raw,
+                "expected s3://bucket/key, file:///path or a local path",
+            ));
+        }
+        Ok(Self::File(PathBuf::from(path)))
+    }
+}
+
+impl std::fmt::Display for BlobUri {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::S3 { bucket, key } => write!(f, "s3://{bucket}/{key}"),
+            Self::File(path) => write!(f, "file://{}", path.display()),
+        }
+    }
+}
 
 /// A file's content and a version string (the S3 ETag, or size and mtime for a file).
-pub struct SourceBytes {
+pub struct Blob {
     pub bytes: Bytes,
     pub version: String,
 }
@@ -33,18 +79,18 @@ const S3_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const S3_READ_TIMEOUT: Duration = Duration::from_secs(2);
 const S3_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 const S3_INITIAL_BACKOFF: Duration = Duration::from_millis(200);
-/// Objects larger than one part are read as ranged GETs, `PARTS_IN_FLIGHT` at a time: S3 gives
-/// one request about 85–90 MB/s (AWS's S3 performance guidelines), so a 45 MB model in one GET
-/// takes half a second. Measured with `make bench`'s loopback S3 server paced to 90 MB/s per
-/// request: the model's fetch took 536 ms in one GET, 225 ms in 8 MiB parts and 155 ms in 4 MiB
-/// parts (8 in flight; 16 in flight: 133 ms). The first part also tells the object's size. Each
-/// part is an attempt of its own, with the same timeouts and retries as a whole-object GET.
+/// Objects larger than one part are read as ranged GETs, `PARTS_IN_FLIGHT` at a time: S3 serves
+/// one request at roughly 85–90 MB/s (AWS's S3 performance guidelines), so a large model in one
+/// GET spends most of the init phase downloading. The part size and fan-out were chosen by
+/// measurement (docs/PERFORMANCE.md, "Model load"). The first part also tells the object's
+/// size. Each part is an attempt of its own, with the same timeouts and retries as a
+/// whole-object GET.
 const PART_BYTES: u64 = 4 * 1024 * 1024;
 const PARTS_IN_FLIGHT: usize = 8;
 
 /// Reads the file at `uri`, giving up after `timeout`; the error names `what` ("model",
 /// "registry"), the bucket/key or path, and the cause.
-pub async fn load(uri: &SourceUri, what: &str, timeout: Duration) -> Result<SourceBytes, String> {
+pub async fn load(uri: &BlobUri, what: &str, timeout: Duration) -> Result<Blob, String> {
     match tokio::time::timeout(timeout, load_unbounded(uri, what)).await {
         Ok(loaded) => loaded,
         Err(_) => Err(format!(
@@ -55,9 +101,9 @@ pub async fn load(uri: &SourceUri, what: &str, timeout: Duration) -> Result<Sour
     }
 }
 
-async fn load_unbounded(uri: &SourceUri, what: &str) -> Result<SourceBytes, String> {
+async fn load_unbounded(uri: &BlobUri, what: &str) -> Result<Blob, String> {
     match uri {
-        SourceUri::File(path) => {
+        BlobUri::File(path) => {
             let bytes = tokio::fs::read(path)
                 .await
                 .map_err(|e| format!("cannot read {what} file {}: {e}", path.display()))?;
@@ -66,12 +112,12 @@ async fn load_unbounded(uri: &SourceUri, what: &str) -> Result<SourceBytes, Stri
                 .and_then(|m| m.modified().ok())
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map_or(0, |d| d.as_secs());
-            Ok(SourceBytes {
+            Ok(Blob {
                 version: format!("{}-{mtime}", bytes.len()),
                 bytes: Bytes::from(bytes),
             })
         }
-        SourceUri::S3 { bucket, key } => load_s3(bucket, key, what).await,
+        BlobUri::S3 { bucket, key } => load_s3(bucket, key, what).await,
     }
 }
 
@@ -83,7 +129,7 @@ fn custom_endpoint() -> bool {
         .any(|name| std::env::var(name).is_ok_and(|v| !v.trim().is_empty()))
 }
 
-async fn load_s3(bucket: &str, key: &str, what: &str) -> Result<SourceBytes, String> {
+async fn load_s3(bucket: &str, key: &str, what: &str) -> Result<Blob, String> {
     let client = s3_client().await;
     let fail = |why: String| format!("cannot load {what} s3://{bucket}/{key}: {why}");
     let first = client
@@ -107,7 +153,7 @@ async fn load_s3(bucket: &str, key: &str, what: &str) -> Result<SourceBytes, Str
     let head = collect(first.body).await.map_err(fail)?;
     let version = etag.trim_matches('"').to_string();
     let Some(total) = total.filter(|&t| t > head.len() as u64) else {
-        return Ok(SourceBytes {
+        return Ok(Blob {
             bytes: head,
             version,
         });
@@ -128,7 +174,7 @@ async fn load_s3(bucket: &str, key: &str, what: &str) -> Result<SourceBytes, Str
     for part in fetched {
         bytes.extend_from_slice(&part);
     }
-    Ok(SourceBytes {
+    Ok(Blob {
         bytes: bytes.freeze(),
         version,
     })
@@ -165,11 +211,7 @@ async fn s3_client() -> aws_sdk_s3::Client {
         .clone()
 }
 
-async fn load_whole(
-    client: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-) -> Result<SourceBytes, String> {
+async fn load_whole(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Blob, String> {
     let object = client
         .get_object()
         .bucket(bucket)
@@ -179,7 +221,7 @@ async fn load_whole(
         .map_err(|e| describe(&e))?;
     let version = object.e_tag().unwrap_or("").trim_matches('"').to_string();
     let bytes = collect(object.body).await?;
-    Ok(SourceBytes { bytes, version })
+    Ok(Blob { bytes, version })
 }
 
 /// One part, `If-Match` the first part's ETag: an object replaced mid-load fails the load

@@ -7,7 +7,7 @@
 //! buys nothing here and makes in-process tests with several sandboxes share state.
 //!
 //! Spec: <https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html>.
-//! It owns the document's shape only; which metrics to send is `invocation`'s business.
+//! It owns the document's shape only; which metrics to send is the observer's business.
 
 use serde_json::{Map, Value, json};
 

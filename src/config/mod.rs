@@ -1,80 +1,37 @@
 //! Environment variables → a typed, validated [`Config`] with the documented defaults.
 //!
 //! Parsing is a pure function of a lookup (`from_lookup`), so every default and every
-//! rejection is unit-tested without touching the process environment. It owns names,
-//! defaults and range checks; it does not open files or reach the network.
+//! rejection — the tile template's and the register's included — is unit-tested without
+//! touching the process environment. It owns names, defaults and range checks, and builds the
+//! settings types of the layers below (`TileTemplate`, `BlobUri`, `RegistrySettings`); those
+//! layers never read the environment or import this module. It does not open files or reach
+//! the network.
+
+mod registry;
+mod values;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::blob::BlobUri;
+use crate::error::ConfigError;
+use crate::imagery::template::TileTemplate;
 use crate::registry::RegistrySettings;
-use crate::secrets::{TileHeaders, TileUrl};
-
-/// Where a file read at init lives: the ONNX model (`MODEL_URI`), the registry (`REGISTRY_URI`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceUri {
-    S3 { bucket: String, key: String },
-    File(PathBuf),
-}
-
-/// The model's location: the name callers and older code know it by.
-pub type ModelUri = SourceUri;
-
-impl SourceUri {
-    /// `MODEL_URI`: `s3://bucket/key`, `file:///abs/path`, or a plain path.
-    pub fn parse(raw: &str) -> Result<Self, ConfigError> {
-        Self::parse_named("MODEL_URI", raw)
-    }
-
-    /// Like [`SourceUri::parse`]; errors name the variable `name`.
-    pub fn parse_named(name: &'static str, raw: &str) -> Result<Self, ConfigError> {
-        if let Some(rest) = raw.strip_prefix("s3://") {
-            let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() || key.is_empty() {
-                return Err(ConfigError::new(
-                    name,
-                    raw,
-                    "an S3 URI needs a bucket and a key: s3://bucket/path/file",
-                ));
-            }
-            return Ok(Self::S3 {
-                bucket: bucket.to_string(),
-                key: key.to_string(),
-            });
-        }
-        let path = raw.strip_prefix("file://").unwrap_or(raw);
-        if path.is_empty() || raw.contains("://") && !raw.starts_with("file://") {
-            return Err(ConfigError::new(
-                name,
-                raw,
-                "expected s3://bucket/key, file:///path or a local path",
-            ));
-        }
-        Ok(Self::File(PathBuf::from(path)))
-    }
-}
-
-impl std::fmt::Display for SourceUri {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::S3 { bucket, key } => write!(f, "s3://{bucket}/{key}"),
-            Self::File(path) => write!(f, "file://{}", path.display()),
-        }
-    }
-}
+use crate::secrets::TileHeaders;
+use values::{channels, headers, number};
 
 /// Everything the function reads from its environment. Defaults are in `README.md`.
-/// `Debug` is safe to log: `tile_url` and `tile_headers` redact their secrets.
+/// `Debug` is safe to log: `tile_template` and `tile_headers` redact their secrets.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub model_uri: ModelUri,
+    pub model_uri: BlobUri,
     /// `MODEL_LABELS`; `None` → model metadata `labels`, else `class_0…`.
     pub model_labels: Option<Vec<String>>,
     /// Per-channel mean/std applied after scaling pixels to [0, 1].
     pub input_mean: [f32; 3],
     pub input_std: [f32; 3],
-    /// `TILE_URL`; derefs to the template, prints with literal query values redacted.
-    pub tile_url: TileUrl,
+    /// `TILE_URL`, parsed; prints with literal query values redacted.
+    pub tile_template: TileTemplate,
     pub tile_zoom: u8,
     /// `CHIP_SIZE`; `None` → the model's input size.
     pub chip_size: Option<u32>,
@@ -95,29 +52,12 @@ pub struct Config {
     pub tile_headers: TileHeaders,
     pub deadline_margin: Duration,
     pub metrics_namespace: String,
+    /// `AWS_LAMBDA_FUNCTION_NAME` (set by Lambda; `local` elsewhere): the metrics' dimension.
+    pub function_name: String,
     /// `REGISTRY_URI` and its settings; `None` when no registry is configured.
     pub registry: Option<RegistrySettings>,
     /// `MODEL_LOAD_TIMEOUT_MS`: the whole model load at init (S3 or file), retries included.
     pub model_load_timeout: Duration,
-}
-
-/// A configuration value that cannot be used, with the variable, the value and the reason.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{name}={value:?}: {reason}")]
-pub struct ConfigError {
-    pub name: &'static str,
-    pub value: String,
-    pub reason: String,
-}
-
-impl ConfigError {
-    pub(crate) fn new(name: &'static str, value: &str, reason: impl Into<String>) -> Self {
-        Self {
-            name,
-            value: value.to_string(),
-            reason: reason.into(),
-        }
-    }
 }
 
 /// Lambda's limit on a synchronous invocation's payload (6 MiB): no body can be larger, so
@@ -157,7 +97,7 @@ impl Config {
             })
         };
 
-        let model_uri = ModelUri::parse(&required("MODEL_URI")?)?;
+        let model_uri = BlobUri::parse("MODEL_URI", &required("MODEL_URI")?)?;
         let model_labels = get("MODEL_LABELS").map(|raw| {
             raw.split(',')
                 .map(|label| label.trim().to_string())
@@ -181,16 +121,18 @@ impl Config {
                 "every standard deviation must be > 0",
             ));
         }
-        let tile_url = TileUrl::new(required("TILE_URL")?);
+        let tile_template =
+            TileTemplate::parse(&required("TILE_URL")?).map_err(|e| ConfigError {
+                name: "TILE_URL",
+                value: e.template,
+                reason: e.reason,
+            })?;
         let tile_zoom = number("TILE_ZOOM", get("TILE_ZOOM"), 19u8, 0..=24)?;
         let chip_size = match get("CHIP_SIZE") {
             Some(raw) => Some(number("CHIP_SIZE", Some(raw), 0u32, 8..=2048)?),
             None => None,
         };
-        // Both defaults from `make bench`'s sweep on 2 vCPUs (README, Performance): batches of
-        // 32 beat 8, 16 and 64 at 1,000 buildings; 100 downloads in flight fetch a
-        // neighbourhood's ~120 tiles in two round trips instead of three (110 buildings 4 %
-        // faster than 50), and 200 gained nothing more at 1,000.
+        // Both defaults were chosen by `make bench`'s sweep (docs/PERFORMANCE.md, "Defaults").
         let batch_size = number("BATCH_SIZE", get("BATCH_SIZE"), 32usize, 1..=1024)?;
         let max_concurrent_downloads = number(
             "MAX_CONCURRENT_DOWNLOADS",
@@ -245,7 +187,7 @@ impl Config {
         let model_load_timeout = Duration::from_millis(number(
             "MODEL_LOAD_TIMEOUT_MS",
             get("MODEL_LOAD_TIMEOUT_MS"),
-            crate::source::DEFAULT_LOAD_TIMEOUT.as_millis() as u64,
+            crate::blob::DEFAULT_LOAD_TIMEOUT.as_millis() as u64,
             100..=900_000,
         )?);
         Ok(Self {
@@ -253,7 +195,7 @@ impl Config {
             model_labels,
             input_mean,
             input_std,
-            tile_url,
+            tile_template,
             tile_zoom,
             chip_size,
             batch_size,
@@ -270,92 +212,17 @@ impl Config {
             deadline_margin,
             metrics_namespace: get("METRICS_NAMESPACE")
                 .unwrap_or_else(|| "tilepredict".to_string()),
-            registry: RegistrySettings::from_lookup(&get)?,
+            function_name: get("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|| "local".to_string()),
+            registry: registry::settings(&get)?,
             model_load_timeout,
         })
     }
 }
 
-fn number<T>(
-    name: &'static str,
-    raw: Option<String>,
-    default: T,
-    range: std::ops::RangeInclusive<T>,
-) -> Result<T, ConfigError>
-where
-    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
-{
-    let Some(raw) = raw else { return Ok(default) };
-    let value: T = raw.parse().map_err(|_| {
-        ConfigError::new(
-            name,
-            &raw,
-            format!("not a whole number in {}..={}", range.start(), range.end()),
-        )
-    })?;
-    if !range.contains(&value) {
-        return Err(ConfigError::new(
-            name,
-            &raw,
-            format!("must be in {}..={}", range.start(), range.end()),
-        ));
-    }
-    Ok(value)
-}
-
-/// One value for all channels, or three comma-separated values (R,G,B).
-fn channels(
-    name: &'static str,
-    raw: Option<String>,
-    default: f32,
-) -> Result<[f32; 3], ConfigError> {
-    let Some(raw) = raw else {
-        return Ok([default; 3]);
-    };
-    let values: Result<Vec<f32>, _> = raw.split(',').map(|v| v.trim().parse::<f32>()).collect();
-    match values {
-        Ok(v) if v.iter().all(|x| x.is_finite()) && v.len() == 1 => Ok([v[0]; 3]),
-        Ok(v) if v.iter().all(|x| x.is_finite()) && v.len() == 3 => Ok([v[0], v[1], v[2]]),
-        _ => Err(ConfigError::new(
-            name,
-            &raw,
-            "expected one number or three comma-separated numbers (R,G,B), e.g. 0.485,0.456,0.406",
-        )),
-    }
-}
-
-/// `TILE_HEADERS` is a JSON object of string values: unambiguous for values holding `;` or `,`.
-fn headers(raw: &str) -> Result<Vec<(String, String)>, ConfigError> {
-    let invalid = |reason: &str| ConfigError {
-        name: "TILE_HEADERS",
-        value: "<redacted>".to_string(),
-        reason: reason.to_string(),
-    };
-    let parsed: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(raw).map_err(|_| {
-            invalid(r#"expected a JSON object like {"Referer": "https://example.org"}"#)
-        })?;
-    parsed
-        .into_iter()
-        .map(|(name, value)| match value {
-            serde_json::Value::String(value) => {
-                reqwest::header::HeaderName::from_bytes(name.as_bytes())
-                    .map_err(|_| invalid(&format!("{name:?} is not a valid header name")))?;
-                reqwest::header::HeaderValue::from_str(&value).map_err(|_| {
-                    invalid(&format!(
-                        "the value of {name:?} is not a valid header value"
-                    ))
-                })?;
-                Ok((name, value))
-            }
-            _ => Err(invalid(&format!("the value of {name:?} must be a string"))),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::geo::LatLon;
     use std::collections::HashMap;
 
     fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -376,7 +243,7 @@ mod tests {
         let c = config(&BASE).unwrap();
         assert_eq!(
             c.model_uri,
-            ModelUri::S3 {
+            BlobUri::S3 {
                 bucket: "models".into(),
                 key: "roof.onnx".into()
             }
@@ -400,6 +267,7 @@ mod tests {
         assert_eq!(c.tile_cache_bytes, 256 << 20);
         assert_eq!(c.deadline_margin, Duration::from_millis(500));
         assert_eq!(c.metrics_namespace, "tilepredict");
+        assert_eq!(c.function_name, "local");
         assert_eq!(c.model_load_timeout, Duration::from_secs(8));
         assert!(c.inference_threads >= 1);
     }
@@ -410,27 +278,6 @@ mod tests {
         assert_eq!(err.name, "MODEL_URI");
         let err = config(&[("MODEL_URI", "/m.onnx")]).unwrap_err();
         assert_eq!(err.name, "TILE_URL");
-    }
-
-    #[test]
-    fn model_uri_forms() {
-        assert_eq!(
-            ModelUri::parse("/opt/m.onnx").unwrap(),
-            ModelUri::File("/opt/m.onnx".into())
-        );
-        assert_eq!(
-            ModelUri::parse("file:///opt/m.onnx").unwrap(),
-            ModelUri::File("/opt/m.onnx".into())
-        );
-        assert_eq!(
-            ModelUri::parse("s3://b/dir/m.onnx").unwrap(),
-            ModelUri::S3 {
-                bucket: "b".into(),
-                key: "dir/m.onnx".into()
-            }
-        );
-        assert!(ModelUri::parse("s3://bucket-only").is_err());
-        assert!(ModelUri::parse("https://example.org/m.onnx").is_err());
     }
 
     #[test]
@@ -519,7 +366,20 @@ mod tests {
             "{shown}"
         );
         assert!(!shown.contains("s3cret"), "{shown}");
-        assert_eq!(&*c.tile_url, "https://t/{z}/{x}/{y}.png?key=url-s3cret");
+        // The key is still in the URLs the template makes: only its printing is redacted.
+        let window = crate::geo::ChipWindow::centred_on(LatLon::new(52.0, 21.0).unwrap(), 19, 64);
+        let url = &c.tile_template.plan(&window)[0].url;
+        assert!(url.ends_with(".png?key=url-s3cret"), "{url}");
+    }
+
+    #[test]
+    fn tile_url_errors_name_the_variable_and_redact_keys() {
+        let err = config(&[BASE[0], ("TILE_URL", "https://t/{z}/{x}.png?key=s3cret")]).unwrap_err();
+        assert_eq!(err.name, "TILE_URL");
+        assert!(err.reason.contains("needs {z}, {x} and {y}"), "{err}");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        let err = config(&[BASE[0], ("TILE_URL", "ftp://t/{z}/{x}/{y}")]).unwrap_err();
+        assert!(err.reason.contains("must start with"), "{err}");
     }
 
     #[test]

@@ -1,13 +1,11 @@
-//! The invocation boundary: the payload as the Lambda runtime hands it over, the answer as
-//! Lambda will take it, and what the operator sees when the invocation ends — one JSON log line
-//! and one EMF metrics line, whatever the event shape and whether the request was answered or
-//! refused.
+//! What the operator sees when an invocation ends: one JSON log line and one EMF metrics line
+//! ([`emf`]), whatever the event shape and whether the request was answered or refused.
 //!
-//! The numbers come from [`App::predict`] through [`record`], which adds them to a task-local
-//! tally of the invocation being observed. Event shapes (the handler's business) never thread
-//! a report through, and invocations observed concurrently (in-process tests) never mix counts.
-//! A shape that answers a refused request with a value (an API Gateway 4xx) rather than an
-//! `Err` reports the refusal with [`record_refused`], so it is logged and counted as one.
+//! The handler reports each prediction run through [`record`], which adds it to a task-local
+//! tally of the invocation being observed: event shapes never thread a report through, and
+//! invocations observed concurrently (in-process tests) never mix counts. A shape that answers
+//! a refused request with a value (an API Gateway 4xx) rather than an `Err` reports the refusal
+//! with [`record_refused`], so it is logged and counted as one.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -15,43 +13,20 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Deserializer};
+pub mod emf;
+
 use serde_json::{Value, json};
 
-use crate::app::{App, Outcome, Timing, ms};
+use crate::app::App;
 use crate::error::{ErrorCode, RequestError};
-use crate::metrics::{Metric, document};
-
-/// Lambda's limit on a synchronous response payload (6 MB).
-pub const MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;
-
-/// The event as JSON, or why it is not. lambda_runtime answers a payload it cannot parse (not
-/// JSON, nested deeper than serde_json's 128 levels, a number beyond f64) with a Rust type path
-/// as `errorType`; taking the failure as a value lets the caller get `InvalidRequest`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Payload(Result<Value, String>);
-
-impl<'de> Deserialize<'de> for Payload {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(Self(
-            Value::deserialize(deserializer).map_err(|e| e.to_string()),
-        ))
-    }
-}
-
-impl Payload {
-    pub fn into_event(self) -> Result<Value, RequestError> {
-        self.0.map_err(|why| {
-            RequestError::Invalid(format!("the event is not usable JSON: {}", why.trim()))
-        })
-    }
-}
+use crate::outcome::{Outcome, Timing, ms};
+use emf::{Metric, document};
 
 tokio::task_local! {
     static TALLY: Arc<Mutex<Tally>>;
 }
 
-/// What the invocation predicted, summed over its [`App::predict`] calls.
+/// What the invocation predicted, summed over its prediction runs.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Tally {
     /// Set by the first `predict`; `None` when the request was refused before predicting.
@@ -110,8 +85,8 @@ impl Tally {
     }
 }
 
-/// Adds one `predict`'s outcomes to the invocation being observed; does nothing outside one
-/// (tools, tests calling `App::predict` directly).
+/// Adds one prediction run's outcomes to the invocation being observed; does nothing outside
+/// one (tools, tests calling `App::predict` directly).
 pub fn record(timing: &Timing, outcomes: &[Outcome]) {
     let _ = TALLY.try_with(|tally| {
         if let Ok(mut tally) = tally.lock() {
@@ -174,8 +149,7 @@ impl Observer {
         }
     }
 
-    /// Runs one invocation's `work`, refuses an answer over Lambda's response limit with a
-    /// typed error, and writes the invocation's log line and metrics line.
+    /// Runs one invocation's `work` and writes the invocation's log line and metrics line.
     pub async fn observe<F>(
         &self,
         app: &App,
@@ -188,10 +162,7 @@ impl Observer {
     {
         let started = Instant::now();
         let tally = Arc::new(Mutex::new(Tally::default()));
-        let result = TALLY
-            .scope(Arc::clone(&tally), work)
-            .await
-            .and_then(within_response_limit);
+        let result = TALLY.scope(Arc::clone(&tally), work).await;
         let tally = tally.lock().map(|t| t.clone()).unwrap_or_default();
         let report = Report {
             request_id,
@@ -226,7 +197,11 @@ impl Observer {
             ),
             Metric::count(
                 "InvalidInput",
-                t.count(&[ErrorCode::InvalidBuilding, ErrorCode::InvalidCoordinates]),
+                t.count(&[
+                    ErrorCode::InvalidBuilding,
+                    ErrorCode::InvalidCoordinates,
+                    ErrorCode::InvalidGeometry,
+                ]),
             ),
             Metric::count("RequestErrors", usize::from(report.error.is_some())),
             Metric::count("ColdStart", usize::from(report.cold_start)),
@@ -308,18 +283,6 @@ impl Report<'_> {
     }
 }
 
-/// The answer, or `ResponseTooLarge` when Lambda would refuse to return it.
-fn within_response_limit(answer: Value) -> Result<Value, RequestError> {
-    let size = serde_json::to_vec(&answer).map_or(0, |bytes| bytes.len());
-    if size > MAX_RESPONSE_BYTES {
-        return Err(RequestError::ResponseTooLarge {
-            size,
-            limit: MAX_RESPONSE_BYTES,
-        });
-    }
-    Ok(answer)
-}
-
 fn epoch_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -340,25 +303,6 @@ mod tests {
             error,
             tally,
         }
-    }
-
-    #[test]
-    fn payloads_that_are_not_json_become_invalid_request() {
-        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
-        for (text, needle) in [
-            (deep.as_str(), "recursion limit"),
-            ("{\"lat\": 1e400}", "number out of range"),
-            ("{\"buildings\": [", "EOF"),
-        ] {
-            // As lambda_runtime reads it: `T::deserialize`, no check for trailing input.
-            let payload = Payload::deserialize(&mut serde_json::Deserializer::from_str(text))
-                .expect("never fails");
-            let err = payload.into_event().unwrap_err();
-            assert_eq!(err.error_type(), "InvalidRequest");
-            assert!(err.to_string().contains(needle), "{text}: {err}");
-        }
-        let ok: Payload = serde_json::from_str("{\"buildings\": []}").unwrap();
-        assert_eq!(ok.into_event().unwrap(), json!({"buildings": []}));
     }
 
     #[test]
@@ -464,18 +408,5 @@ mod tests {
         );
         let report = report(refused, Tally::default());
         assert_eq!(report.outcome(), "TooManyBuildings");
-    }
-
-    #[test]
-    fn answers_over_lambdas_limit_are_refused_with_their_size() {
-        let small = json!({"predictions": ["x"]});
-        assert_eq!(within_response_limit(small.clone()).unwrap(), small);
-        let big = json!({"properties": "x".repeat(MAX_RESPONSE_BYTES)});
-        match within_response_limit(big) {
-            Err(RequestError::ResponseTooLarge { size, limit }) => {
-                assert_eq!((size, limit), (MAX_RESPONSE_BYTES + 17, MAX_RESPONSE_BYTES));
-            }
-            other => panic!("expected ResponseTooLarge, got {other:?}"),
-        }
     }
 }

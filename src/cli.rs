@@ -1,0 +1,84 @@
+//! The executable's local commands, for running the function without Lambda:
+//! `bootstrap invoke EVENT.json` handles one event exactly as Lambda would and prints the answer
+//! on stdout (logs and the metrics line go to stderr, so stdout is the answer alone).
+
+use std::process::ExitCode;
+
+use serde_json::Value;
+
+use crate::app::App;
+use crate::handler;
+use crate::telemetry::{MetricsSink, Observer};
+
+/// What the executable was asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// No arguments: be the Lambda function.
+    Serve,
+    /// `invoke EVENT.json`: handle one event locally.
+    Invoke(String),
+}
+
+pub const USAGE: &str = "usage: bootstrap                      (as an AWS Lambda function)
+       bootstrap invoke EVENT.json   (run one event locally, print the answer)";
+
+impl Command {
+    /// The command named by the arguments (program name excluded), or `None` for a usage error.
+    pub fn parse(args: &[String]) -> Option<Self> {
+        match args {
+            [] => Some(Self::Serve),
+            [cmd, path] if cmd == "invoke" => Some(Self::Invoke(path.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// Runs one event from a file and prints the answer; a refused request prints its error JSON
+/// and exits non-zero.
+pub async fn invoke(app: &App, path: &str) -> ExitCode {
+    let event = match std::fs::read(path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|e| e.to_string()))
+    {
+        Ok(event) => event,
+        Err(error) => {
+            eprintln!("cannot read event {path}: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let observer = Observer::new(
+        app.config.metrics_namespace.clone(),
+        app.config.function_name.clone(),
+        MetricsSink::Stderr,
+    );
+    let work = handler::handle(app, event, None);
+    let (answer, code) = match observer.observe(app, "local", None, work).await {
+        Ok(answer) => (answer, ExitCode::SUCCESS),
+        Err(error) => (error.to_json(), ExitCode::FAILURE),
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&answer).expect("JSON values serialise")
+    );
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn commands_and_usage_errors() {
+        assert_eq!(Command::parse(&[]), Some(Command::Serve));
+        assert_eq!(
+            Command::parse(&args(&["invoke", "e.json"])),
+            Some(Command::Invoke("e.json".into()))
+        );
+        assert_eq!(Command::parse(&args(&["invoke"])), None);
+        assert_eq!(Command::parse(&args(&["predict", "x", "y"])), None);
+    }
+}

@@ -1,0 +1,81 @@
+//! Parsers for one environment value each: a whole number in a range, one or three channel
+//! values, a JSON object of HTTP headers. Each error names the variable and the accepted form.
+
+use crate::error::ConfigError;
+
+pub fn number<T>(
+    name: &'static str,
+    raw: Option<String>,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let Some(raw) = raw else { return Ok(default) };
+    let value: T = raw.parse().map_err(|_| {
+        ConfigError::new(
+            name,
+            &raw,
+            format!("not a whole number in {}..={}", range.start(), range.end()),
+        )
+    })?;
+    if !range.contains(&value) {
+        return Err(ConfigError::new(
+            name,
+            &raw,
+            format!("must be in {}..={}", range.start(), range.end()),
+        ));
+    }
+    Ok(value)
+}
+
+/// One value for all channels, or three comma-separated values (R,G,B).
+pub fn channels(
+    name: &'static str,
+    raw: Option<String>,
+    default: f32,
+) -> Result<[f32; 3], ConfigError> {
+    let Some(raw) = raw else {
+        return Ok([default; 3]);
+    };
+    let values: Result<Vec<f32>, _> = raw.split(',').map(|v| v.trim().parse::<f32>()).collect();
+    match values {
+        Ok(v) if v.iter().all(|x| x.is_finite()) && v.len() == 1 => Ok([v[0]; 3]),
+        Ok(v) if v.iter().all(|x| x.is_finite()) && v.len() == 3 => Ok([v[0], v[1], v[2]]),
+        _ => Err(ConfigError::new(
+            name,
+            &raw,
+            "expected one number or three comma-separated numbers (R,G,B), e.g. 0.485,0.456,0.406",
+        )),
+    }
+}
+
+/// `TILE_HEADERS` is a JSON object of string values: unambiguous for values holding `;` or `,`.
+pub fn headers(raw: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let invalid = |reason: &str| ConfigError {
+        name: "TILE_HEADERS",
+        value: "<redacted>".to_string(),
+        reason: reason.to_string(),
+    };
+    let parsed: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(raw).map_err(|_| {
+            invalid(r#"expected a JSON object like {"Referer": "https://example.org"}"#)
+        })?;
+    parsed
+        .into_iter()
+        .map(|(name, value)| match value {
+            serde_json::Value::String(value) => {
+                reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| invalid(&format!("{name:?} is not a valid header name")))?;
+                reqwest::header::HeaderValue::from_str(&value).map_err(|_| {
+                    invalid(&format!(
+                        "the value of {name:?} is not a valid header value"
+                    ))
+                })?;
+                Ok((name, value))
+            }
+            _ => Err(invalid(&format!("the value of {name:?} must be a string"))),
+        })
+        .collect()
+}
