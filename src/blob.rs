@@ -82,9 +82,9 @@ const S3_INITIAL_BACKOFF: Duration = Duration::from_millis(200);
 /// Objects larger than one part are read as ranged GETs, `PARTS_IN_FLIGHT` at a time: S3 serves
 /// one request at roughly 85–90 MB/s (AWS's S3 performance guidelines), so a large model in one
 /// GET spends most of the init phase downloading. The part size and fan-out were chosen by
-/// measurement (docs/PERFORMANCE.md, "Model load"). The first part also tells the object's
-/// size. Each part is an attempt of its own, with the same timeouts and retries as a
-/// whole-object GET.
+/// measurement (docs/PERFORMANCE.md, "Model download: 4 MiB parts, 8 in flight"). The first
+/// part also tells the object's size. Each part is an attempt of its own, with the same
+/// timeouts and retries as a whole-object GET.
 const PART_BYTES: u64 = 4 * 1024 * 1024;
 const PARTS_IN_FLIGHT: usize = 8;
 

@@ -3,7 +3,8 @@
 //!
 //! One session with `intra_threads` = the function's vCPUs, runs one at a time behind a mutex
 //! (`Session::run` takes `&mut self`): as fast as a pool of one-thread sessions on Lambda's
-//! vCPU counts, with less memory (docs/PERFORMANCE.md, "INFERENCE_THREADS").
+//! vCPU counts, with less memory (docs/PERFORMANCE.md, "INFERENCE_THREADS = the vCPUs, in one
+//! session").
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

@@ -132,7 +132,8 @@ impl Config {
             Some(raw) => Some(number("CHIP_SIZE", Some(raw), 0u32, 8..=2048)?),
             None => None,
         };
-        // Both defaults were chosen by `make bench`'s sweep (docs/PERFORMANCE.md, "Defaults").
+        // Both defaults were chosen by `make bench`'s sweep (docs/PERFORMANCE.md, "Why the
+        // defaults are what they are").
         let batch_size = number("BATCH_SIZE", get("BATCH_SIZE"), 32usize, 1..=1024)?;
         let max_concurrent_downloads = number(
             "MAX_CONCURRENT_DOWNLOADS",
