@@ -222,7 +222,7 @@ fn a_tile_server_going_away_and_coming_back_is_survived() {
     let lambda = LambdaProcess::spawn(&env(
         &model("rgb_tiny.onnx"),
         &xyz(&proxy.url()),
-        &[("TILE_ZOOM", "12"), ("DOWNLOAD_TIMEOUT_MS", "300")],
+        &[("TILE_ZOOM", "12"), ("DOWNLOAD_TIMEOUT_MS", "1000")],
     ));
     let first = json!({"buildings": [in_tile("a", 2000)]});
     assert_eq!(

@@ -143,7 +143,7 @@ fn every_failure_lands_on_exactly_the_buildings_needing_that_image() {
     }));
     let function = lambda(
         &server.base_url(),
-        &[("DOWNLOAD_TIMEOUT_MS", "400"), ("MAX_IMAGE_BYTES", "65536")],
+        &[("DOWNLOAD_TIMEOUT_MS", "1000"), ("MAX_IMAGE_BYTES", "65536")],
     );
     let answer = invoke(
         &function,
@@ -201,7 +201,7 @@ fn every_failure_lands_on_exactly_the_buildings_needing_that_image() {
             "slow",
             "image_unavailable",
             vec![
-                "no complete answer within 400 ms".into(),
+                "no complete answer within 1000 ms".into(),
                 "(after 3 attempts)".into(),
             ],
         ),

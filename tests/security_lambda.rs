@@ -191,7 +191,7 @@ fn no_credential_reaches_an_answer_or_a_log_line() {
             ("TILE_ZOOM", "12"),
             ("TILE_HEADERS", &headers),
             ("AWS_SESSION_TOKEN", SESSION_TOKEN),
-            ("DOWNLOAD_TIMEOUT_MS", "300"),
+            ("DOWNLOAD_TIMEOUT_MS", "1000"),
             ("DOWNLOAD_RETRIES", "1"),
             ("RUST_LOG", "trace"),
         ],
