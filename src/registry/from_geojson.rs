@@ -5,6 +5,10 @@
 //! Each feature is parsed on its own from a borrowed slice of the file, so a bad feature is
 //! reported (or skipped) by its index and the file is never copied into a tree of
 //! `serde_json::Value`s, which would take several times its size in memory.
+//!
+//! Not the `geojson` crate's `Feature`: it refuses features without `"type"` (this reader takes
+//! them), and decodes every feature's properties into a map only for them to be re-encoded,
+//! which makes loading slower (docs/PERFORMANCE.md).
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -311,6 +315,17 @@ mod tests {
             e.reason.starts_with("not a GeoJSON FeatureCollection"),
             "{e}"
         );
+    }
+
+    /// RFC 7946 asks writers for `"type": "Feature"`; a register that leaves it out still loads.
+    #[test]
+    fn features_without_a_type_member_are_read() {
+        let text = collection(json!([
+            {"geometry": {"type": "Point", "coordinates": [21.0, 52.0]}, "properties": {"n": 1}},
+        ]));
+        let parsed = parse(text.as_bytes(), false).unwrap();
+        assert_eq!(parsed.points, vec![([21.0, 52.0], 0)]);
+        assert_eq!(parsed.records.get(0), json!({"n": 1}));
     }
 
     #[test]

@@ -2,10 +2,12 @@
 //!
 //! Over the few metres a registry match spans, the ellipsoid is flat to within far less than a
 //! millimetre, so the distance is the local tangent-plane one scaled by the ellipsoid's radii of
-//! curvature at the mid-latitude (meridional `M`, prime vertical `N`). That costs a few
-//! nanoseconds (a full Karney/Vincenty inverse costs about a microsecond) and agrees with
-//! Karney's geodesic to under 1 mm up to 1 km (tested against `geographiclib-rs`), which is why
+//! curvature at the mid-latitude (meridional `M`, prime vertical `N`). It agrees with Karney's
+//! geodesic to under 1 mm up to 1 km (tested against `geographiclib-rs`), which is why
 //! `REGISTRY_RADIUS_M` is capped at 1,000 m.
+//!
+//! `geographiclib-rs` stays the tests' oracle, not the lookup's: its full inverse is several
+//! times slower (docs/PERFORMANCE.md) and calls `f64::hypot`, linking `hypot@GLIBC_2.35`.
 
 /// WGS 84 semi-major axis (m) and flattening.
 const A: f64 = 6_378_137.0;
