@@ -143,7 +143,10 @@ fn every_failure_lands_on_exactly_the_buildings_needing_that_image() {
     }));
     let function = lambda(
         &server.base_url(),
-        &[("DOWNLOAD_TIMEOUT_MS", "1000"), ("MAX_IMAGE_BYTES", "65536")],
+        &[
+            ("DOWNLOAD_TIMEOUT_MS", "1000"),
+            ("MAX_IMAGE_BYTES", "65536"),
+        ],
     );
     let answer = invoke(
         &function,
