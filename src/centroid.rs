@@ -12,8 +12,9 @@
 //! `events::geojson`'s job.
 //!
 //! Not `geo`'s `Centroid`: the antimeridian unwrap and the no-area check would stay here, it is
-//! slower once the rings are converted (docs/PERFORMANCE.md, "Hand-written geometry vs crates"), and its fallback for flat rings
-//! calls `f64::hypot`, linking `hypot@GLIBC_2.35`, which Lambda's provided.al2023 lacks.
+//! slower once the rings are converted (docs/PERFORMANCE.md, "Hand-written geometry vs crates"),
+//! and its fallback for flat rings calls `f64::hypot`, linking `hypot@GLIBC_2.35`, which Lambda's
+//! provided.al2023 lacks.
 
 use crate::geo::LatLon;
 

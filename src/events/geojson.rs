@@ -7,9 +7,10 @@
 //! top-level `failed`, `timing` and `model` (foreign members, which RFC 7946 allows).
 //! A feature that cannot be located gets its error; the rest of the collection goes on.
 //!
-//! Read from the request's `Value` by hand, not through the `geojson` crate: the echo must stay
-//! the caller's own JSON, the crate's errors do not say which position is wrong, and building
-//! its typed geometry is slower than reading the `Value` already parsed (docs/PERFORMANCE.md, "Hand-written geometry vs crates").
+//! Read from the request's `Value` by hand, not through the `geojson` crate: the echo must stay the
+//! caller's own JSON, the crate's errors do not say which position is wrong, and building its typed
+//! geometry is slower than reading the `Value` already parsed (docs/PERFORMANCE.md, "Hand-written
+//! geometry vs crates").
 
 use serde_json::{Map, Value, json};
 

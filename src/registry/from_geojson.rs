@@ -7,8 +7,8 @@
 //! `serde_json::Value`s, which would take several times its size in memory.
 //!
 //! Not the `geojson` crate's `Feature`: it refuses features without `"type"` (this reader takes
-//! them), and decodes every feature's properties into a map only for them to be re-encoded,
-//! which makes loading slower (docs/PERFORMANCE.md, "Hand-written geometry vs crates").
+//! them), and decodes every feature's properties into a map only for them to be re-encoded, which
+//! makes loading slower (docs/PERFORMANCE.md, "Hand-written geometry vs crates").
 
 use serde::Deserialize;
 use serde_json::value::RawValue;

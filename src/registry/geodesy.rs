@@ -6,8 +6,9 @@
 //! geodesic to under 1 mm up to 1 km (tested against `geographiclib-rs`), which is why
 //! `REGISTRY_RADIUS_M` is capped at 1,000 m.
 //!
-//! `geographiclib-rs` stays the tests' oracle, not the lookup's: its full inverse is several
-//! times slower (docs/PERFORMANCE.md, "Hand-written geometry vs crates") and calls `f64::hypot`, linking `hypot@GLIBC_2.35`.
+//! `geographiclib-rs` stays the tests' oracle, not the lookup's: its full inverse is several times
+//! slower (docs/PERFORMANCE.md, "Hand-written geometry vs crates") and calls `f64::hypot`, linking
+//! `hypot@GLIBC_2.35`.
 
 /// WGS 84 semi-major axis (m) and flattening.
 const A: f64 = 6_378_137.0;

@@ -137,7 +137,8 @@ fn lon_ranges(west: f64, east: f64) -> impl Iterator<Item = (f64, f64)> {
 /// and unclosed rings alike (a closing edge of zero length never crosses).
 ///
 /// Not `geo`'s `CoordinatePosition`: it answers the same off the boundary but is slower per test,
-/// keeps footprints in larger `Vec`s and brings 18 crates (docs/PERFORMANCE.md, "Hand-written geometry vs crates").
+/// keeps footprints in larger `Vec`s and brings 18 crates (docs/PERFORMANCE.md, "Hand-written
+/// geometry vs crates").
 fn contains(rings: &[Box<[Position]>], p: Position) -> bool {
     let [x, y] = p;
     let mut inside = false;
