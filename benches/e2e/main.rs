@@ -10,7 +10,7 @@
 //! `-- --quick` skips the sweep. Without `--bench` (as `cargo test --all-targets` runs bench
 //! targets) it only checks that the benchmark's world is what it claims to be.
 
-#[path = "../../tests/support/mod.rs"]
+#[path = "../../tests/it/support/mod.rs"]
 mod support;
 
 mod floor;

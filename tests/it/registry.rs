@@ -8,7 +8,7 @@
 //! it stands. Register positions are placed at exact geodesic distances with Karney's
 //! algorithm (`geographiclib-rs`).
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};

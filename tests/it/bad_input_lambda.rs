@@ -3,7 +3,7 @@
 //! answered on its own line and the rest of the request goes on. Nothing panics, and the
 //! sandbox keeps serving. (API Gateway's 4xx answers are tested with the API Gateway shapes.)
 
-mod support;
+use crate::support;
 
 use serde_json::{Value, json};
 use support::function::{expect_error, spawn, xyz};

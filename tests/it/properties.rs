@@ -2,7 +2,7 @@
 //! for a chip cover each of its pixels exactly once, with the right source pixel) and the
 //! request parser and handler (any JSON: no panic, one answer per building, in order).
 
-mod support;
+use crate::support;
 
 use std::sync::OnceLock;
 

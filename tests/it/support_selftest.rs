@@ -1,7 +1,7 @@
 //! Checks the test-support servers themselves, so a failing product test can be trusted to be
 //! about the product.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

@@ -3,7 +3,7 @@
 //! the right number of requests. Runs [`Imagery::chip`] (fetch, decode, stitch) without a
 //! model; the pipeline and the Lambda side are covered by `imagery_lambda.rs`.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::f64::consts::PI;

@@ -6,7 +6,7 @@
 //! `soak_short` (60 invocations) runs with the suite; `make soak` runs `soak` with
 //! `SOAK_INVOCATIONS` (default 500) and prints the figures.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -6,7 +6,7 @@
 //! Each test starts its own `bootstrap` process: a process is a sandbox, with its own warm
 //! cache, and the answers and logs are exactly what Lambda would see.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! stand in for the deployed model and imagery; one test loads the model from S3 as deployed.
 //! Bad requests check the status codes (API Gateway) and `errorType`s (direct invoke).
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::process::Command;

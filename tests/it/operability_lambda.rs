@@ -2,7 +2,7 @@
 //! invocation (request id, cold start, counts, timings) on stderr, one CloudWatch Embedded
 //! Metric Format line per invocation on stdout, and Lambda's and `RUST_LOG`'s log levels obeyed.
 
-mod support;
+use crate::support;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

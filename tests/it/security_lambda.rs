@@ -3,7 +3,7 @@
 //! `TILE_HEADERS` value, a key in `TILE_URL`'s query, the AWS secret key or session token — ever
 //! reaches an answer or a log line, even at `RUST_LOG=trace` and on every failure path.
 
-mod support;
+use crate::support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

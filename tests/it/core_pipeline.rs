@@ -1,7 +1,7 @@
 //! The core slice in-process: `App::init` with real ONNX Runtime on the fixture models, real
 //! imagery from a loopback tile server, and `App::predict` / `handler::handle` answers.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 

@@ -3,7 +3,7 @@
 //! `DEADLINE_MARGIN_MS` before it, keeps what finished, marks the rest `deadline_exceeded`, and
 //! its answer arrives before the deadline.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

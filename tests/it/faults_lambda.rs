@@ -3,7 +3,7 @@
 //! NaN at run time; a tile server that goes away and comes back. Each ends in a typed answer
 //! or a typed init error within Lambda's limits, never in a silent or crashed sandbox.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

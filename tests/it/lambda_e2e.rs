@@ -2,7 +2,7 @@
 //! real S3 endpoint on loopback, imagery from a loopback tile server, inference from real
 //! ONNX Runtime. What passes here is what Lambda runs.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

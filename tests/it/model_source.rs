@@ -6,7 +6,7 @@
 //! set here before anything reads it (setting the environment is only sound while no other
 //! thread does).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
