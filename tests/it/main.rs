@@ -11,6 +11,8 @@
 //!
 //! The tests share this process, two at a time by default (libtest's `--test-threads` is the
 //! number of CPUs), so none may change what the process shares:
+//! - the environment: `model_source` must set it (the S3 client reads it once per process), so
+//!   it runs alone in a child copy of this binary (`rusty_fork`);
 //! - ONNX Runtime's one environment per process, which `model::onnx_runtime` creates on first
 //!   use and shares: every in-process test loads the same library (`ORT_DYLIB_PATH`), and a
 //!   test of a missing library must run `bootstrap` (as `lambda_e2e` does);
