@@ -1,9 +1,7 @@
-//! Imagery against a real loopback server: every `TILE_URL` kind cuts the same chip from the
+//! Imagery in-process, on a real loopback server: every `TILE_URL` kind cuts the same chip from the
 //! same synthetic world, and every way a server can misbehave ends in the right error after
 //! the right number of requests. Runs [`Imagery::chip`] (fetch, decode, stitch) without a
 //! model; the pipeline and the Lambda side are covered by `imagery_lambda.rs`.
-
-use crate::support;
 
 use std::collections::HashMap;
 use std::f64::consts::PI;
@@ -14,15 +12,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use image::{Rgb, RgbImage};
-use support::tiles::{
-    TileRequest, TileResponse, TileServer, bomb_png, encode_jpeg, encode_png, pixel_of,
-    point_in_tile, world_pixel,
-};
 use tilepredict::error::{BuildingError, ErrorCode};
 use tilepredict::geo::LatLon;
 use tilepredict::imagery::Imagery;
 use tilepredict::imagery::fetch::{FetchSettings, Fetcher};
 use tilepredict::imagery::template::TileTemplate;
+
+use crate::support::tiles::{
+    TileRequest, TileResponse, TileServer, bomb_png, encode_jpeg, encode_png, pixel_of,
+    point_in_tile, world_pixel,
+};
 
 // ---------------------------------------------------------------------------------------------
 // The synthetic world, served in every source kind. The geometry (`pixel_of`, `point_at`) is
