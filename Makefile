@@ -138,7 +138,7 @@ $(SAM):
 ## the real bootstrap; prints peak RSS at invocation 50 and at the end (fails past +10 %) and
 ## checks every building of every answer. (`make test` runs a 60-invocation version.)
 soak: ort
-	SOAK_INVOCATIONS=$${SOAK_INVOCATIONS:-500} $(CARGO) test --test soak -- --ignored --nocapture soak
+	SOAK_INVOCATIONS=$${SOAK_INVOCATIONS:-500} $(CARGO) test --test it -- --ignored --nocapture --exact soak::soak
 
 fmt:
 	$(CARGO) fmt --all

@@ -10,7 +10,9 @@
 //! `-- --quick` skips the sweep. Without `--bench` (as `cargo test --all-targets` runs bench
 //! targets) it only checks that the benchmark's world is what it claims to be.
 
-#[path = "../../tests/support/mod.rs"]
+// The integration tests' support code: the bench uses its servers and emulator, not the rest.
+#[allow(dead_code)]
+#[path = "../../tests/it/support/mod.rs"]
 mod support;
 
 mod floor;

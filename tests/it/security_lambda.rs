@@ -1,20 +1,20 @@
-//! Security through the real `bootstrap`: request data only ever becomes numbers in an imagery
-//! URL, whatever the caller puts in ids, properties or coordinates; and no credential — a
-//! `TILE_HEADERS` value, a key in `TILE_URL`'s query, the AWS secret key or session token — ever
-//! reaches an answer or a log line, even at `RUST_LOG=trace` and on every failure path.
-
-mod support;
+//! Security through the real `bootstrap` under the Runtime API emulator: request data only ever
+//! becomes numbers in an imagery URL, whatever the caller puts in ids, properties or
+//! coordinates; and no credential — a `TILE_HEADERS` value, a key in `TILE_URL`'s query, the
+//! AWS secret key or session token — ever reaches an answer or a log line, even at
+//! `RUST_LOG=trace` and on every failure path.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::function::{
+
+use crate::support::function::{
     dead_port, env, expect_error, in_tile, logs_after, model, solid_png, spawn, spawn_on, xyz,
 };
-use support::runtime::LambdaProcess;
-use support::s3::S3Server;
-use support::tiles::{TileRequest, TileResponse, TileServer, parse_xyz};
+use crate::support::runtime::LambdaProcess;
+use crate::support::s3::{S3Server, SECRET_KEY};
+use crate::support::tiles::{TileRequest, TileResponse, TileServer, parse_xyz};
 
 /// Strings that would do harm if they reached a path, a query, a header or a template.
 const HOSTILE: &[&str] = &[
@@ -166,7 +166,7 @@ fn failing_server(seen: Arc<Mutex<Vec<TileRequest>>>) -> TileServer {
 }
 
 fn assert_no_secret(what: &str, text: &str) {
-    for secret in [URL_KEY, HEADER_KEY, SESSION_TOKEN, support::s3::SECRET_KEY] {
+    for secret in [URL_KEY, HEADER_KEY, SESSION_TOKEN, SECRET_KEY] {
         assert!(!text.contains(secret), "{secret} in {what}:\n{text}");
     }
 }

@@ -12,26 +12,21 @@ use super::tiles::{TileResponse, TileServer, encode_png, parse_xyz, point_in_til
 
 /// Tests place buildings on the zoom-12 tiles of one row and tell them apart by column
 /// (zoom 12 has 4096 columns), so a tile server can treat each column its own way.
-#[allow(dead_code)]
 pub const ZOOM: u8 = 12;
-#[allow(dead_code)]
 pub const ROW: u32 = 1300;
 
 /// A building in the middle of tile (`column`, `ROW`): its chip needs that tile only.
-#[allow(dead_code)]
 pub fn in_tile(id: impl Into<Value>, column: u32) -> Value {
     let (lat, lon) = point_in_tile(ZOOM, column, ROW, 128.3, 128.3);
     json!({"id": id.into(), "lat": lat, "lon": lon})
 }
 
 /// A 256-px PNG tile of one colour.
-#[allow(dead_code)]
 pub fn solid_png(rgb: [u8; 3]) -> Vec<u8> {
     encode_png(&image::RgbImage::from_pixel(256, 256, image::Rgb(rgb)))
 }
 
 /// A tile server answering `/{z}/{x}/{y}.png` with `answer(x)`, and 404 for anything else.
-#[allow(dead_code)]
 pub fn by_column(answer: impl Fn(u64) -> TileResponse + Send + Sync + 'static) -> TileServer {
     TileServer::start(Arc::new(move |req| match parse_xyz(&req.path) {
         Some((_, x, _)) => answer(x),
@@ -40,7 +35,6 @@ pub fn by_column(answer: impl Fn(u64) -> TileResponse + Send + Sync + 'static) -
 }
 
 /// `bootstrap` with a fixture model on `tiles`' XYZ tiles at [`ZOOM`], plus `extra`.
-#[allow(dead_code)]
 pub fn spawn_on(model_name: &str, tiles: &TileServer, extra: &[(&str, &str)]) -> LambdaProcess {
     let zoom = ZOOM.to_string();
     let mut vars = vec![("TILE_ZOOM", zoom.as_str())];
@@ -48,30 +42,25 @@ pub fn spawn_on(model_name: &str, tiles: &TileServer, extra: &[(&str, &str)]) ->
     spawn(model_name, &xyz(&tiles.base_url()), &vars)
 }
 
-#[allow(dead_code)]
 pub fn manifest(path: &str) -> String {
     format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
 }
 
 /// A fixture model's path (`fixtures/models/NAME`).
-#[allow(dead_code)]
 pub fn model(name: &str) -> String {
     manifest(&format!("fixtures/models/{name}"))
 }
 
-#[allow(dead_code)]
 pub fn ort_library() -> String {
     std::env::var("ORT_DYLIB_PATH").unwrap_or_else(|_| manifest(".ort/libonnxruntime.so"))
 }
 
 /// `{base}/{z}/{x}/{y}.png`.
-#[allow(dead_code)]
 pub fn xyz(base: &str) -> String {
     format!("{base}/{{z}}/{{x}}/{{y}}.png")
 }
 
 /// The function's environment: `MODEL_URI`, `TILE_URL`, ONNX Runtime, then `extra` (which wins).
-#[allow(dead_code)]
 pub fn env(model_uri: &str, tile_url: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut vars = vec![
         ("MODEL_URI".to_string(), model_uri.to_string()),
@@ -83,13 +72,11 @@ pub fn env(model_uri: &str, tile_url: &str, extra: &[(&str, &str)]) -> Vec<(Stri
 }
 
 /// `bootstrap` with a fixture model (by file name) on `tile_url`.
-#[allow(dead_code)]
 pub fn spawn(model_name: &str, tile_url: &str, extra: &[(&str, &str)]) -> LambdaProcess {
     LambdaProcess::spawn(&env(&model(model_name), tile_url, extra))
 }
 
 /// The address behind `http://host:port`.
-#[allow(dead_code)]
 pub fn socket_addr(url: &str) -> SocketAddr {
     url.trim_start_matches("http://")
         .trim_end_matches('/')
@@ -98,14 +85,12 @@ pub fn socket_addr(url: &str) -> SocketAddr {
 }
 
 /// A loopback port with nothing listening on it.
-#[allow(dead_code)]
 pub fn dead_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
 }
 
 /// `(errorType, errorMessage)` of a refused invocation; panics on an answer.
-#[allow(dead_code)]
 pub fn expect_error(outcome: Invocation) -> (String, String) {
     match outcome {
         Invocation::Error {
@@ -118,7 +103,6 @@ pub fn expect_error(outcome: Invocation) -> (String, String) {
 }
 
 /// Every line of `text` that is a JSON object.
-#[allow(dead_code)]
 pub fn json_lines(text: &str) -> Vec<Value> {
     text.lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -127,7 +111,6 @@ pub fn json_lines(text: &str) -> Vec<Value> {
 }
 
 /// The JSON log lines whose message is `message`.
-#[allow(dead_code)]
 pub fn log_lines(text: &str, message: &str) -> Vec<Value> {
     json_lines(text)
         .into_iter()
@@ -138,7 +121,6 @@ pub fn log_lines(text: &str, message: &str) -> Vec<Value> {
 /// The function's output once it has written `lines` "invocation done" log lines and `emf`
 /// EMF lines (or after 10 s): an answer can reach the test before the lines written just
 /// before it have been read from the pipes.
-#[allow(dead_code)]
 pub fn logs_after(lambda: &LambdaProcess, lines: usize, emf: usize) -> String {
     let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
@@ -156,7 +138,6 @@ pub fn logs_after(lambda: &LambdaProcess, lines: usize, emf: usize) -> String {
 }
 
 /// The answer's `predictions[i].error.code`, or `"none"` for a prediction.
-#[allow(dead_code)]
 pub fn codes(answer: &Value) -> Vec<String> {
     answer["predictions"]
         .as_array()

@@ -6,15 +6,16 @@
 //! `soak_short` (60 invocations) runs with the suite; `make soak` runs `soak` with
 //! `SOAK_INVOCATIONS` (default 500) and prints the figures.
 
-mod support;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
-use support::function::{ZOOM, expect_error, logs_after, spawn, xyz};
-use support::runtime::{Invocation, LambdaProcess};
-use support::tiles::{TileResponse, TileServer, encode_png, parse_xyz, point_in_tile, render_tile};
+
+use crate::support::function::{ZOOM, expect_error, logs_after, spawn, xyz};
+use crate::support::runtime::{Invocation, LambdaProcess};
+use crate::support::tiles::{
+    TileResponse, TileServer, encode_png, parse_xyz, point_in_tile, render_tile,
+};
 
 /// The area buildings fall in: 24 × 8 tiles, more than the warm cache holds.
 const COLUMNS: std::ops::Range<u32> = 2000..2024;

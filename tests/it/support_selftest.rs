@@ -1,24 +1,17 @@
-//! Checks the test-support servers themselves, so a failing product test can be trusted to be
-//! about the product.
-
-mod support;
+//! Checks the test-support servers themselves, in-process, so a failing product test can be
+//! trusted to be about the product. The Runtime API emulator's check starts `bootstrap` only
+//! for its process plumbing (logs, exit, memory); a hand-written client answers the events.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use support::runtime::{Invocation, LambdaProcess};
-use support::s3::S3Server;
-use support::tiles::{self, TileResponse, TileServer};
+use crate::support::runtime::{Invocation, LambdaProcess};
+use crate::support::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
+use crate::support::tiles::{self, TileResponse, TileServer};
 
 fn s3_client(server: &S3Server) -> aws_sdk_s3::Client {
-    let creds = aws_sdk_s3::config::Credentials::new(
-        support::s3::ACCESS_KEY,
-        support::s3::SECRET_KEY,
-        None,
-        None,
-        "test",
-    );
+    let creds = aws_sdk_s3::config::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test");
     let conf = aws_sdk_s3::config::Builder::new()
         .behavior_version_latest()
         .endpoint_url(server.endpoint())
@@ -182,6 +175,7 @@ fn runtime_emulator_round_trip() {
     let mut lambda = LambdaProcess::spawn_with(&[], &["AWS_LAMBDA_RUNTIME_API"]);
     let api = lambda.api_addr().to_string();
     let client = std::thread::spawn(move || {
+        let mut ids = Vec::new();
         for _ in 0..2 {
             let (status, headers, body) =
                 http(&api, "GET", "/2018-06-01/runtime/invocation/next", "");
@@ -194,6 +188,7 @@ fn runtime_emulator_round_trip() {
                     .unwrap()
             };
             let id = h("lambda-runtime-aws-request-id");
+            ids.push(id.clone());
             assert!(h("lambda-runtime-deadline-ms").parse::<u128>().is_ok());
             let event: serde_json::Value = serde_json::from_str(&body).unwrap();
             if event["fail"] == true {
@@ -218,6 +213,7 @@ fn runtime_emulator_round_trip() {
             http(&api, "POST", "/2018-06-01/runtime/init/error", err).0,
             202
         );
+        ids
     });
 
     let (out, took) = lambda.invoke_timed(&serde_json::json!({"n": 1}), 5_000);
@@ -244,7 +240,10 @@ fn runtime_emulator_round_trip() {
         lambda.wait_init_error(Duration::from_secs(5)),
         Some(("Runtime.Init".into(), "late".into()))
     );
-    client.join().unwrap();
+    // The ids handed to the function are the ones `request_ids` reports, made from its pid.
+    let ids = client.join().unwrap();
+    assert_eq!(ids, lambda.request_ids());
+    assert_eq!(ids[0], LambdaProcess::request_id(lambda.pid(), 1));
     // Readable while the child lives (it may already be gone), `None` once it has exited.
     assert!(lambda.peak_rss_kb().is_none_or(|kb| kb > 0));
     let status = lambda.wait_exit(Duration::from_secs(30));

@@ -1,17 +1,17 @@
-//! What the operator sees, from the real `bootstrap`'s captured output: one JSON log line per
-//! invocation (request id, cold start, counts, timings) on stderr, one CloudWatch Embedded
-//! Metric Format line per invocation on stdout, and Lambda's and `RUST_LOG`'s log levels obeyed.
-
-mod support;
+//! What the operator sees, from the captured output of the real `bootstrap` under the Runtime
+//! API emulator: one JSON log line per invocation (request id, cold start, counts, timings) on
+//! stderr, one CloudWatch Embedded Metric Format line per invocation on stdout, and Lambda's
+//! and `RUST_LOG`'s log levels obeyed.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use support::function::{
+
+use crate::support::function::{
     by_column, expect_error, in_tile, json_lines, log_lines, logs_after, solid_png, spawn_on,
 };
-use support::runtime::LambdaProcess;
-use support::tiles::{TileResponse, TileServer};
+use crate::support::runtime::LambdaProcess;
+use crate::support::tiles::{TileResponse, TileServer};
 
 /// The tile column answering 404.
 const MISSING: u64 = 2999;

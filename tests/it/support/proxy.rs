@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
 
-#[allow(dead_code)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Forward,
@@ -24,7 +23,6 @@ pub enum Mode {
     Refuse,
 }
 
-#[allow(dead_code)]
 pub struct TcpProxy {
     addr: SocketAddr,
     mode: watch::Sender<Mode>,
@@ -33,7 +31,6 @@ pub struct TcpProxy {
     thread: Option<JoinHandle<()>>,
 }
 
-#[allow(dead_code)]
 impl TcpProxy {
     /// Proxies to `upstream` (`host:port`) in `mode`.
     pub fn start(upstream: SocketAddr, mode: Mode) -> TcpProxy {
@@ -75,10 +72,6 @@ impl TcpProxy {
             shutdown: Some(shutdown),
             thread: Some(thread),
         }
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
     }
 
     pub fn url(&self) -> String {

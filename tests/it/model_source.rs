@@ -1,18 +1,18 @@
-//! `source::load` against the loopback S3 server, in-process: large objects arrive in parallel
+//! `blob::load` against the loopback S3 server, in-process: large objects arrive in parallel
 //! ranged parts and are put back together byte for byte, small ones in one request, an empty
 //! one as empty, a missing one as an error naming it.
 //!
-//! One test function: the S3 client is built once per process from the environment, which is
-//! set here before anything reads it (setting the environment is only sound while no other
-//! thread does).
-
-mod support;
+//! In-process, in a child process of its own: the S3 client is built once per process from the
+//! environment, which this test sets before anything reads it, and setting the environment is
+//! only sound while no other thread reads it. The integration tests share one process, so
+//! `rusty_fork` runs this test alone in a fresh copy of the test binary.
 
 use std::time::Duration;
 
-use support::s3::{S3Server, e_tag};
-use tilepredict::blob::BlobUri;
-use tilepredict::blob::load;
+use rusty_fork::rusty_fork_test;
+use tilepredict::blob::{BlobUri, load};
+
+use crate::support::s3::{S3Server, e_tag};
 
 const BUCKET: &str = "models";
 
@@ -23,11 +23,19 @@ fn uri(key: &str) -> BlobUri {
     }
 }
 
-#[test]
-fn objects_come_back_whole_in_as_many_requests_as_their_parts() {
+rusty_fork_test! {
+    #[test]
+    fn objects_come_back_whole_in_as_many_requests_as_their_parts() {
+        loads_each_object_whole();
+    }
+}
+
+/// The test itself, run by `rusty_fork` in a child process that runs nothing else.
+fn loads_each_object_whole() {
     let s3 = S3Server::start();
     for (name, value) in s3.env() {
-        // SAFETY: this binary's only test, before any thread of its own reads the environment.
+        // SAFETY: the only test of this (child) process, before any thread of its own reads
+        // the environment.
         unsafe { std::env::set_var(name, value) };
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();

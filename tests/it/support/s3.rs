@@ -4,7 +4,7 @@
 //! ranges, errors). Only the body of a found object is served differently: see [`FastBodies`].
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
@@ -16,17 +16,13 @@ use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
 use tokio::sync::oneshot;
 
-#[allow(dead_code)]
 pub const ACCESS_KEY: &str = "AKIDTEST";
-#[allow(dead_code)]
 pub const SECRET_KEY: &str = "SECRETTEST";
-#[allow(dead_code)]
 pub const REGION: &str = "us-east-1";
 
 /// An S3 server on `127.0.0.1:<ephemeral>`. It runs on its own thread with its own tokio
 /// runtime, so plain `#[test]`s and `#[tokio::test]`s (of either flavour) can use it without
 /// starving it. Dropping it stops the server and deletes the stored objects.
-#[allow(dead_code)]
 pub struct S3Server {
     addr: SocketAddr,
     root: tempfile::TempDir,
@@ -35,7 +31,6 @@ pub struct S3Server {
     thread: Option<JoinHandle<()>>,
 }
 
-#[allow(dead_code)]
 impl S3Server {
     pub fn start() -> S3Server {
         Self::start_with_stream_rate(None)
@@ -127,11 +122,6 @@ impl S3Server {
         .unwrap();
     }
 
-    /// Reads an object back from disk (e.g. to check what the code under test uploaded).
-    pub fn get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
-        std::fs::read(self.object_path(bucket, key)).ok()
-    }
-
     /// Creates an empty bucket (a directory), for ListObjects/HeadBucket to succeed.
     pub fn create_bucket(&self, bucket: &str) {
         std::fs::create_dir_all(self.root.path().join(bucket)).unwrap();
@@ -139,10 +129,6 @@ impl S3Server {
 
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
-    }
-
-    pub fn root(&self) -> &Path {
-        self.root.path()
     }
 
     /// Environment for a child process using `aws-config`: endpoint and static credentials, and
@@ -184,7 +170,6 @@ impl S3Server {
 }
 
 /// The ETag S3 gives an object uploaded in one PutObject: the hex MD5 of its bytes.
-#[allow(dead_code)]
 pub fn e_tag(bytes: &[u8]) -> String {
     use md5::Digest as _;
     md5::Md5::digest(bytes)

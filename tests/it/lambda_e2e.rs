@@ -2,22 +2,14 @@
 //! real S3 endpoint on loopback, imagery from a loopback tile server, inference from real
 //! ONNX Runtime. What passes here is what Lambda runs.
 
-mod support;
-
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::runtime::{Invocation, LambdaProcess};
-use support::s3::S3Server;
-use support::tiles::{TileServer, solid_tile_handler};
 
-fn manifest(path: &str) -> String {
-    format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn ort_library() -> String {
-    std::env::var("ORT_DYLIB_PATH").unwrap_or_else(|_| manifest(".ort/libonnxruntime.so"))
-}
+use crate::support::function::{manifest, ort_library};
+use crate::support::runtime::{Invocation, LambdaProcess};
+use crate::support::s3::S3Server;
+use crate::support::tiles::{TileServer, solid_tile_handler};
 
 /// The function's environment: model from S3, tiles from `tiles`, ONNX Runtime from `make ort`.
 fn function_env(

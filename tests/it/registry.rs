@@ -8,8 +8,6 @@
 //! it stands. Register positions are placed at exact geodesic distances with Karney's
 //! algorithm (`geographiclib-rs`).
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -17,9 +15,11 @@ use std::time::{Duration, Instant};
 
 use geographiclib_rs::{DirectGeodesic, Geodesic};
 use serde_json::{Value, json};
-use support::runtime::LambdaProcess;
-use support::s3::S3Server;
-use support::tiles::{self, TileResponse, TileServer};
+
+use crate::support::function::{manifest, ort_library};
+use crate::support::runtime::LambdaProcess;
+use crate::support::s3::S3Server;
+use crate::support::tiles::{self, TileResponse, TileServer};
 
 /// West of this longitude the imagery is red (flagged), east of it green.
 const SPLIT_LON: f64 = 21.01;
@@ -27,21 +27,13 @@ const RED: (f64, f64) = (52.2297, 21.0010);
 const RED_2: (f64, f64) = (52.2310, 21.0010);
 const GREEN: (f64, f64) = (52.2297, 21.0200);
 
-fn manifest(path: &str) -> String {
-    format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn ort_library() -> String {
-    std::env::var("ORT_DYLIB_PATH").unwrap_or_else(|_| manifest(".ort/libonnxruntime.so"))
-}
-
 /// `(lat, lon)` `metres` away from `from` on `azimuth` (degrees from north), on WGS 84.
 fn offset(from: (f64, f64), azimuth: f64, metres: f64) -> (f64, f64) {
     Geodesic::wgs84().direct(from.0, from.1, azimuth, metres)
 }
 
 /// Tiles west of `SPLIT_LON` are red, the others green.
-fn split_world() -> support::tiles::Handler {
+fn split_world() -> tiles::Handler {
     let red = tiles::encode_png(&image::RgbImage::from_pixel(
         256,
         256,

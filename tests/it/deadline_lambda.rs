@@ -1,16 +1,15 @@
-//! The invocation deadline through the real `bootstrap`: the emulator hands over
-//! `Lambda-Runtime-Deadline-Ms` as Lambda does, the function stops starting work
+//! The invocation deadline through the real `bootstrap` under the Runtime API emulator, which
+//! hands over `Lambda-Runtime-Deadline-Ms` as Lambda does: the function stops starting work
 //! `DEADLINE_MARGIN_MS` before it, keeps what finished, marks the rest `deadline_exceeded`, and
 //! its answer arrives before the deadline.
-
-mod support;
 
 use std::time::Duration;
 
 use serde_json::json;
-use support::function::{by_column, codes, in_tile, solid_png, spawn_on};
-use support::runtime::LambdaProcess;
-use support::tiles::{TileResponse, TileServer};
+
+use crate::support::function::{by_column, codes, in_tile, solid_png, spawn_on};
+use crate::support::runtime::LambdaProcess;
+use crate::support::tiles::{TileResponse, TileServer};
 
 /// Tiles in columns from this one on take 5 s to arrive.
 const SLOW_FROM: u64 = 3000;

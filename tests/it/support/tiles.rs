@@ -16,10 +16,8 @@ use image::RgbImage;
 use tokio::sync::oneshot;
 
 /// Decides the answer to one request. Called on a blocking thread of the server's runtime.
-#[allow(dead_code)]
 pub type Handler = Arc<dyn Fn(&TileRequest) -> TileResponse + Send + Sync>;
 
-#[allow(dead_code)]
 #[derive(Clone, Debug)]
 pub struct TileRequest {
     pub path: String,
@@ -30,7 +28,6 @@ pub struct TileRequest {
     pub nth: usize,
 }
 
-#[allow(dead_code)]
 #[derive(Clone, Debug)]
 pub struct TileResponse {
     pub status: u16,
@@ -41,7 +38,6 @@ pub struct TileResponse {
     pub headers: Vec<(String, String)>,
 }
 
-#[allow(dead_code)]
 impl TileResponse {
     fn ok(content_type: &str, body: Vec<u8>) -> Self {
         TileResponse {
@@ -82,7 +78,6 @@ struct Log {
 }
 
 /// Serves on `127.0.0.1:<ephemeral>`, one thread per request. Dropping it stops accepting.
-#[allow(dead_code)]
 pub struct TileServer {
     addr: SocketAddr,
     log: Arc<Mutex<Log>>,
@@ -95,7 +90,6 @@ pub struct TileServer {
 /// connections (the pipeline opens up to MAX_CONCURRENT_DOWNLOADS at once) is served at once.
 /// (tiny_http's task pool was seen to park some connections of such a burst until another
 /// connection closed, which looked exactly like a client timeout.)
-#[allow(dead_code)]
 impl TileServer {
     pub fn start(handler: Handler) -> TileServer {
         let log = Arc::new(Mutex::new(Log::default()));
@@ -233,7 +227,6 @@ impl Drop for TileServer {
 /// Colour of global pixel (`gx`, `gy`) at whatever zoom is requested. Red/green give the position
 /// inside a 256-pixel cell and blue changes between neighbouring cells, so any off-by-one or
 /// wrong-tile error in stitching changes the pixels.
-#[allow(dead_code)]
 pub fn world_pixel(gx: u64, gy: u64) -> [u8; 3] {
     [
         (gx % 256) as u8,
@@ -244,21 +237,18 @@ pub fn world_pixel(gx: u64, gy: u64) -> [u8; 3] {
 
 /// Tile `x`,`y` of the synthetic world: pixel (i, j) = `world_pixel(x*256+i, y*256+j)`. The
 /// world is defined in pixel space, so `z` does not change the colours.
-#[allow(dead_code)]
 pub fn render_tile(_z: u32, x: u64, y: u64) -> RgbImage {
     RgbImage::from_fn(256, 256, |i, j| {
         image::Rgb(world_pixel(x * 256 + u64::from(i), y * 256 + u64::from(j)))
     })
 }
 
-#[allow(dead_code)]
 pub fn encode_png(img: &RgbImage) -> Vec<u8> {
     let mut out = Cursor::new(Vec::new());
     img.write_to(&mut out, image::ImageFormat::Png).unwrap();
     out.into_inner()
 }
 
-#[allow(dead_code)]
 pub fn encode_jpeg(img: &RgbImage, quality: u8) -> Vec<u8> {
     let mut out = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
@@ -268,7 +258,6 @@ pub fn encode_jpeg(img: &RgbImage, quality: u8) -> Vec<u8> {
 }
 
 /// Every request gets the same 256×256 PNG of one colour.
-#[allow(dead_code)]
 pub fn solid_tile_handler(color: [u8; 3]) -> Handler {
     let png = encode_png(&RgbImage::from_pixel(256, 256, image::Rgb(color)));
     Arc::new(move |_| TileResponse::png(png.clone()))
@@ -276,7 +265,6 @@ pub fn solid_tile_handler(color: [u8; 3]) -> Handler {
 
 /// Serves the synthetic world at `/{z}/{x}/{y}.png` (404 for anything else, including tiles
 /// outside the 2^z × 2^z grid).
-#[allow(dead_code)]
 pub fn xyz_world_handler() -> Handler {
     Arc::new(|req| match parse_xyz(&req.path) {
         Some((z, x, y)) => TileResponse::png(encode_png(&render_tile(z, x, y))),
@@ -285,7 +273,6 @@ pub fn xyz_world_handler() -> Handler {
 }
 
 /// Parses `/{z}/{x}/{y}.png` into in-range tile coordinates.
-#[allow(dead_code)]
 pub fn parse_xyz(path: &str) -> Option<(u32, u64, u64)> {
     let rest = path.strip_prefix('/')?.strip_suffix(".png")?;
     let mut it = rest.split('/');
@@ -300,7 +287,6 @@ pub fn parse_xyz(path: &str) -> Option<(u32, u64, u64)> {
 /// A decompression bomb's calling card: a ~70-byte PNG whose header declares `width`×`height`
 /// (a 1×1 PNG with its IHDR patched and its CRC recomputed, so the file is well-formed up to
 /// its too-short pixel data). Decoding it naively would allocate width·height·3 bytes.
-#[allow(dead_code)]
 pub fn bomb_png(width: u32, height: u32) -> Vec<u8> {
     let mut png = encode_png(&RgbImage::new(1, 1));
     // Signature (8), IHDR length (4), "IHDR" (4), then width and height; the CRC covers the
@@ -331,7 +317,6 @@ fn crc32(bytes: &[u8]) -> u32 {
 
 /// Global pixel of a point in a web-mercator world `world` pixels wide (the slippy-map
 /// formula, written here on its own so tests do not check the product against itself).
-#[allow(dead_code)]
 pub fn pixel_of(lat: f64, lon: f64, world: f64) -> (f64, f64) {
     let x = (lon + 180.0) / 360.0 * world;
     let y = (1.0 - lat.to_radians().tan().asinh() / std::f64::consts::PI) / 2.0 * world;
@@ -339,7 +324,6 @@ pub fn pixel_of(lat: f64, lon: f64, world: f64) -> (f64, f64) {
 }
 
 /// The point (`lat`, `lon`) at a global pixel (inverse of [`pixel_of`]).
-#[allow(dead_code)]
 pub fn point_at(x: f64, y: f64, world: f64) -> (f64, f64) {
     let lon = x / world * 360.0 - 180.0;
     let lat = (std::f64::consts::PI * (1.0 - 2.0 * y / world))
@@ -351,7 +335,6 @@ pub fn point_at(x: f64, y: f64, world: f64) -> (f64, f64) {
 
 /// A point at pixel (`px`, `py`) of tile `x`,`y` at zoom `z`: a chip of side ≤ 2·min(px, py,
 /// 256 − px, 256 − py) centred there needs that tile only.
-#[allow(dead_code)]
 pub fn point_in_tile(z: u8, x: u32, y: u32, px: f64, py: f64) -> (f64, f64) {
     point_at(
         f64::from(x) * 256.0 + px,

@@ -18,7 +18,6 @@ const MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;
 const PREFIX: &str = "/2018-06-01/runtime";
 
 /// Outcome of one invocation, as Lambda would report it to the caller.
-#[allow(dead_code)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Invocation {
     Response(Value),
@@ -31,7 +30,6 @@ pub enum Invocation {
     },
 }
 
-#[allow(dead_code)]
 impl Invocation {
     /// The response payload; panics (showing the error) otherwise.
     pub fn unwrap_response(self) -> Value {
@@ -95,7 +93,6 @@ impl Shared {
 }
 
 /// The `bootstrap` binary running against a private Runtime API endpoint.
-#[allow(dead_code)]
 pub struct LambdaProcess {
     child: Mutex<Child>,
     pid: u32,
@@ -108,7 +105,6 @@ pub struct LambdaProcess {
     threads: Vec<JoinHandle<()>>,
 }
 
-#[allow(dead_code)]
 impl LambdaProcess {
     /// Starts the emulator and `bootstrap` with Lambda's environment plus `env` (which wins).
     pub fn spawn(env: &[(String, String)]) -> LambdaProcess {
@@ -326,19 +322,6 @@ impl LambdaProcess {
         self.proc_status("VmRSS:")
     }
 
-    /// CPU time the child has used so far (user + system, all threads), from
-    /// `/proc/PID/stat` at the kernel's 100 Hz tick; `None` once it has exited.
-    pub fn cpu_time(&self) -> Option<Duration> {
-        let stat = self.proc_file("stat")?;
-        // Fields after the command name (which may hold spaces) start at state (field 3);
-        // utime and stime are fields 14 and 15.
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 =
-            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        Some(Duration::from_millis(ticks * 10))
-    }
-
     fn proc_status(&self, field: &str) -> Option<u64> {
         let status = self.proc_file("status")?;
         let line = status.lines().find(|l| l.starts_with(field))?;
@@ -351,7 +334,7 @@ impl LambdaProcess {
     }
 
     /// `/proc/PID/<name>` of the child while it runs; `None` once it has exited.
-    fn proc_file(&self, name: &str) -> Option<String> {
+    pub fn proc_file(&self, name: &str) -> Option<String> {
         // Once reaped, the pid may belong to another process.
         if self.child.lock().unwrap().try_wait().ok()?.is_some() {
             return None;

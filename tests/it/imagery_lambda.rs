@@ -6,16 +6,15 @@
 //! Each test starts its own `bootstrap` process: a process is a sandbox, with its own warm
 //! cache, and the answers and logs are exactly what Lambda would see.
 
-mod support;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use image::{Rgb, RgbImage};
 use serde_json::{Value, json};
-use support::runtime::LambdaProcess;
-use support::tiles::{
+
+use crate::support::runtime::LambdaProcess;
+use crate::support::tiles::{
     TileRequest, TileResponse, TileServer, bomb_png, encode_jpeg, encode_png, parse_xyz,
     point_in_tile, render_tile,
 };

@@ -1,10 +1,8 @@
-//! Imagery against a real loopback server: every `TILE_URL` kind cuts the same chip from the
+//! Imagery in-process, on a real loopback server: every `TILE_URL` kind cuts the same chip from the
 //! same synthetic world, and every way a server can misbehave ends in the right error after
 //! the right number of requests. Runs the pipeline's chip assembly (`ChipMaker`: the cache,
 //! fetch, decode and stitch path Lambda runs) without a model; inference and the Lambda side
 //! are covered by `imagery_lambda.rs`.
-
-mod support;
 
 use std::collections::HashMap;
 use std::f64::consts::PI;
@@ -15,10 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use image::{Rgb, RgbImage};
-use support::tiles::{
-    TileRequest, TileResponse, TileServer, bomb_png, encode_jpeg, encode_png, pixel_of,
-    point_in_tile, world_pixel,
-};
 use tilepredict::error::{BuildingError, ErrorCode};
 use tilepredict::geo::LatLon;
 use tilepredict::imagery::Imagery;
@@ -26,6 +20,11 @@ use tilepredict::imagery::fetch::{FetchSettings, Fetcher};
 use tilepredict::imagery::template::TileTemplate;
 use tilepredict::pipeline::assembly::ChipMaker;
 use tokio::sync::Semaphore;
+
+use crate::support::tiles::{
+    TileRequest, TileResponse, TileServer, bomb_png, encode_jpeg, encode_png, pixel_of,
+    point_in_tile, world_pixel,
+};
 
 // ---------------------------------------------------------------------------------------------
 // The synthetic world, served in every source kind. The geometry (`pixel_of`, `point_at`) is

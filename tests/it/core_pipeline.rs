@@ -1,17 +1,19 @@
 //! The core slice in-process: `App::init` with real ONNX Runtime on the fixture models, real
 //! imagery from a loopback tile server, and `App::predict` / `handler::handle` answers.
 
-mod support;
-
 use std::collections::HashMap;
 
 use serde_json::{Value, json};
-use support::tiles::{TileServer, solid_tile_handler, world_pixel, xyz_world_handler};
 use tilepredict::app::App;
 use tilepredict::config::Config;
 use tilepredict::error::{ErrorCode, RequestError};
 use tilepredict::geo::{ChipWindow, LatLon, from_pixel};
 use tilepredict::handler;
+
+use crate::support::function::ort_library;
+use crate::support::tiles::{
+    TileRequest, TileResponse, TileServer, solid_tile_handler, world_pixel, xyz_world_handler,
+};
 
 /// A fixture model by name, or any absolute path as is.
 fn fixture(name: &str) -> String {
@@ -20,11 +22,6 @@ fn fixture(name: &str) -> String {
     } else {
         format!("{}/fixtures/models/{name}", env!("CARGO_MANIFEST_DIR"))
     }
-}
-
-fn ort_library() -> String {
-    std::env::var("ORT_DYLIB_PATH")
-        .unwrap_or_else(|_| format!("{}/.ort/libonnxruntime.so", env!("CARGO_MANIFEST_DIR")))
 }
 
 fn config(model: &str, tiles: &TileServer, extra: &[(&str, &str)]) -> Config {
@@ -345,15 +342,13 @@ async fn a_failing_tile_fails_only_the_buildings_that_need_it() {
     let (x0, y0) = (256.0 * 292_736.0, 256.0 * 172_630.0);
     let broken = "/19/292736/172630.png";
     let red = solid_tile_handler([255, 0, 0]);
-    let tiles = TileServer::start(std::sync::Arc::new(
-        move |req: &support::tiles::TileRequest| {
-            if req.path == broken {
-                support::tiles::TileResponse::status(404)
-            } else {
-                red(req)
-            }
-        },
-    ));
+    let tiles = TileServer::start(std::sync::Arc::new(move |req: &TileRequest| {
+        if req.path == broken {
+            TileResponse::status(404)
+        } else {
+            red(req)
+        }
+    }));
     let app = app("rgb_tiny.onnx", &tiles, &[("DOWNLOAD_RETRIES", "0")]).await;
     let inside = from_pixel(x0 + 128.0, y0 + 128.0, 19);
     let next_door = from_pixel(x0 + 256.0 + 128.0, y0 + 128.0, 19);

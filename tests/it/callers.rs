@@ -4,15 +4,15 @@
 //! stand in for the deployed model and imagery; one test loads the model from S3 as deployed.
 //! Bad requests check the status codes (API Gateway) and `errorType`s (direct invoke).
 
-mod support;
-
 use std::collections::HashMap;
 use std::process::Command;
 
 use base64::Engine;
 use serde_json::{Value, json};
-use support::runtime::{Invocation, LambdaProcess};
-use support::s3::S3Server;
+
+use crate::support::function::ort_library;
+use crate::support::runtime::{Invocation, LambdaProcess};
+use crate::support::s3::S3Server;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const TIMEOUT_MS: u64 = 30_000;
@@ -22,10 +22,6 @@ const DEFAULT_BODY_LIMIT: usize = 6 * 1024 * 1024;
 fn shipped(name: &str) -> Value {
     let path = format!("{ROOT}/events/{name}");
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
-
-fn ort_library() -> String {
-    std::env::var("ORT_DYLIB_PATH").unwrap_or_else(|_| format!("{ROOT}/.ort/libonnxruntime.so"))
 }
 
 /// What `make run` and the README's `sam local invoke` use: the demo model and demo tiles.

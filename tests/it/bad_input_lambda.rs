@@ -1,14 +1,14 @@
-//! Bad input through the real `bootstrap` (direct invoke): a request the function cannot use
-//! is refused whole with a Lambda error whose `errorType` names the problem; a bad building is
-//! answered on its own line and the rest of the request goes on. Nothing panics, and the
-//! sandbox keeps serving. (API Gateway's 4xx answers are tested with the API Gateway shapes.)
-
-mod support;
+//! Bad input through the real `bootstrap` under the Runtime API emulator (direct invoke): a
+//! request the function cannot use is refused whole with a Lambda error whose `errorType` names
+//! the problem; a bad building is answered on its own line and the rest of the request goes on.
+//! Nothing panics, and the sandbox keeps serving. (API Gateway's 4xx answers are tested with
+//! the API Gateway shapes.)
 
 use serde_json::{Value, json};
-use support::function::{expect_error, spawn, xyz};
-use support::runtime::LambdaProcess;
-use support::tiles::{TileServer, solid_tile_handler};
+
+use crate::support::function::{expect_error, spawn, xyz};
+use crate::support::runtime::LambdaProcess;
+use crate::support::tiles::{TileServer, solid_tile_handler};
 
 /// Lambda's limit on a synchronous request or response payload.
 const LAMBDA_PAYLOAD_LIMIT: usize = 6 * 1024 * 1024;

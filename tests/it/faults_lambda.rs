@@ -3,18 +3,17 @@
 //! NaN at run time; a tile server that goes away and comes back. Each ends in a typed answer
 //! or a typed init error within Lambda's limits, never in a silent or crashed sandbox.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::function::{
+
+use crate::support::function::{
     by_column, codes, dead_port, env, in_tile, model, socket_addr, solid_png, spawn_on, xyz,
 };
-use support::proxy::{Mode, TcpProxy};
-use support::runtime::LambdaProcess;
-use support::s3::S3Server;
-use support::tiles::{TileResponse, TileServer};
+use crate::support::proxy::{Mode, TcpProxy};
+use crate::support::runtime::LambdaProcess;
+use crate::support::s3::S3Server;
+use crate::support::tiles::{TileResponse, TileServer};
 
 /// Lambda's cap on the init phase.
 const INIT_CAP: Duration = Duration::from_secs(10);

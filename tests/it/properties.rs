@@ -1,15 +1,12 @@
-//! Property tests: the web-mercator geometry (lat/lon ↔ pixel round trips; the tiles planned
-//! for a chip cover each of its pixels exactly once, with the right source pixel) and the
-//! request parser and handler (any JSON: no panic, one answer per building, in order).
-
-mod support;
+//! Property tests, in-process: the web-mercator geometry (lat/lon ↔ pixel round trips; the
+//! tiles planned for a chip cover each of its pixels exactly once, with the right source pixel)
+//! and the request parser and handler (any JSON: no panic, one answer per building, in order).
 
 use std::sync::OnceLock;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use serde_json::{Map, Value, json};
-use support::function::{model, ort_library};
 use tilepredict::app::App;
 use tilepredict::config::Config;
 use tilepredict::error::ErrorCode;
@@ -18,6 +15,8 @@ use tilepredict::geo::{
 };
 use tilepredict::handler;
 use tilepredict::request::{MAX_ID_CHARS, parse_building, parse_building_list};
+
+use crate::support::function::{model, ort_library};
 
 fn lat() -> impl Strategy<Value = f64> {
     -MAX_LATITUDE..=MAX_LATITUDE
