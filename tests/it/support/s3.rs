@@ -182,10 +182,9 @@ pub fn e_tag(bytes: &[u8]) -> String {
 const BLOCK: usize = 1 << 20;
 
 /// s3s-fs with GetObject's body read in 1 MiB blocks. s3s-fs streams a body in 4 KiB reads,
-/// each a round trip through tokio's blocking pool: the benchmark's 45 MB model took 240 ms to
-/// fetch that way on 2 vCPUs, and 89 ms in 1 MiB blocks (591 ms before `put` stored the ETag),
-/// so the model load measured the test server. Everything but the bytes (status, headers,
-/// ranges, errors) is still s3s-fs's answer.
+/// each a round trip through tokio's blocking pool, which made the model load measure the test
+/// server rather than the function (docs/PERFORMANCE.md, "The benchmark's loopback S3 server").
+/// Everything but the bytes (status, headers, ranges, errors) is still s3s-fs's answer.
 struct FastBodies {
     fs: s3s_fs::FileSystem,
     root: PathBuf,
