@@ -1,4 +1,4 @@
-//! Numbers → the Markdown tables `make bench` prints (ready to paste into the README).
+//! Numbers → the Markdown tables `make bench` prints (ready to paste into docs/PERFORMANCE.md).
 
 use std::time::Duration;
 

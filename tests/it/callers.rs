@@ -24,7 +24,7 @@ fn shipped(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
-/// What `make run` and the README's `sam local invoke` use: the demo model and demo tiles.
+/// What `make run` and `sam local invoke` (docs/OPERATIONS.md) use: the demo model and demo tiles.
 fn demo_env(extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut env = vec![
         (
