@@ -1,5 +1,6 @@
 # tilepredict — the one front door. `make run` and `make test` work on a fresh machine with
-# Rust, Python 3 + pip and access to crates.io and PyPI.
+# Rust, Python 3 + pip and access to crates.io and PyPI; `make package` and `sam build` also on
+# macOS or any Linux (see LAMBDA_TARGET).
 
 SHELL := /bin/bash
 ORT_VERSION := 1.31.1
@@ -7,10 +8,24 @@ ORT_DIR := $(CURDIR)/.ort
 ORT_LIB := $(ORT_DIR)/libonnxruntime.so.$(ORT_VERSION)
 PYTHON ?= python3
 CARGO ?= cargo
-# SAM CLI (which brings cfn-lint) for `make lint-template`, in a project-local venv.
-SAM_CLI_VERSION := 1.170.0
+# Python tools live in a project-local venv: SAM CLI (which brings cfn-lint) for
+# `make lint-template`, the Lambda build tools below, the benchmark model's onnx + numpy.
 VENV := $(CURDIR)/.venv
+VENV_PYTHON := $(VENV)/bin/python3
+SAM_CLI_VERSION := 1.170.0
 SAM := $(VENV)/bin/sam
+# The Lambda binary is built by cargo-lambda with zig as C compiler and linker, for x86-64 Linux
+# against glibc $(LAMBDA_GLIBC) (AL2023 has 2.34). Zig brings that glibc's symbol stubs and
+# headers itself, so the binary is the same from macOS, Ubuntu 24.04 or Debian 12: the host's
+# own libc never enters it. Both tools come from PyPI into the venv, pinned; zig is taken from
+# the venv's Python even when another zig is on PATH (CARGO_ZIGBUILD_PYTHON_PATH).
+CARGO_LAMBDA_VERSION := 1.9.2
+ZIGLANG_VERSION := 0.17.1
+PYELFTOOLS_VERSION := 0.33
+LAMBDA_GLIBC := 2.28
+LAMBDA_TARGET := x86_64-unknown-linux-gnu.$(LAMBDA_GLIBC)
+LAMBDA_BOOTSTRAP := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/lambda/bootstrap/bootstrap
+LAMBDA_TOOLS := $(VENV)/.lambda-tools-$(CARGO_LAMBDA_VERSION)-$(ZIGLANG_VERSION)-$(PYELFTOOLS_VERSION)
 DIST := $(CURDIR)/dist
 PACKAGE_DIR := $(DIST)/tilepredict
 PACKAGE_ZIP := $(DIST)/tilepredict.zip
@@ -18,7 +33,7 @@ PACKAGE_ZIP := $(DIST)/tilepredict.zip
 # Tests and local runs load ONNX Runtime from here (in Lambda it sits beside bootstrap).
 export ORT_DYLIB_PATH ?= $(ORT_LIB)
 
-.PHONY: all build release ort run test lint fmt clippy clean lint-template \
+.PHONY: all build release lambda ort run test lint fmt clippy clean lint-template \
   build-TilePredictFunction package check-package bench-registry soak \
   bench bench-quick bench-model
 
@@ -27,8 +42,27 @@ all: build
 build:
 	$(CARGO) build
 
+## release: a native release build, for `make run` on this machine. Lambda's is `make lambda`.
 release:
 	$(CARGO) build --release
+
+## lambda: the release bootstrap for Lambda (x86-64 Linux, glibc <= $(LAMBDA_GLIBC)), from any host,
+## into $(LAMBDA_BOOTSTRAP). On a host that is not x86-64 Linux, cargo-lambda first adds Rust's
+## x86_64-unknown-linux-gnu standard library with rustup.
+lambda: $(LAMBDA_TOOLS)
+	PATH="$(VENV)/bin:$$PATH" CARGO_ZIGBUILD_PYTHON_PATH=$(VENV_PYTHON) \
+	  $(CARGO) lambda build --release --target $(LAMBDA_TARGET)
+
+# cargo-lambda and zig for `make lambda`; pyelftools lets scripts/package.py read ELF files on
+# any host (macOS has no readelf).
+$(LAMBDA_TOOLS): | $(VENV_PYTHON)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check \
+	  cargo-lambda==$(CARGO_LAMBDA_VERSION) ziglang==$(ZIGLANG_VERSION) \
+	  pyelftools==$(PYELFTOOLS_VERSION)
+	touch $@
+
+$(VENV_PYTHON):
+	$(PYTHON) -m venv $(VENV)
 
 ## ort: fetch ONNX Runtime's shared library from the PyPI wheel (manylinux_2_28 x86_64, glibc ≤ 2.28).
 ort: $(ORT_LIB)
@@ -78,8 +112,7 @@ bench-model: $(BENCH_MODEL)
 $(BENCH_MODEL): scripts/make_bench_model.py $(VENV)/.installed
 	$(VENV)/bin/python scripts/make_bench_model.py $@
 
-$(VENV)/.installed:
-	$(PYTHON) -m venv $(VENV)
+$(VENV)/.installed: | $(VENV_PYTHON)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'onnx>=1.16,<2' 'numpy>=1.26,<3'
 	touch $@
 
@@ -89,32 +122,36 @@ bench-registry:
 	$(CARGO) run --release --example registry_bench
 
 ## build-TilePredictFunction: what `sam build` runs (template.yaml: BuildMethod makefile). Puts
-## the release bootstrap and ONNX Runtime in $(ARTIFACTS_DIR). The library goes in once, under
-## the name bootstrap looks for first (libonnxruntime.so): SAM's zipper follows symlinks, so a
-## second name would ship the 29 MB twice. The check stops a build that would not run on AL2023.
-build-TilePredictFunction: release ort
+## the Lambda bootstrap (`make lambda`) and ONNX Runtime in $(ARTIFACTS_DIR). The library goes
+## in once, under the name bootstrap looks for first (libonnxruntime.so): SAM's zipper follows
+## symlinks, so a second name would ship the 29 MB twice. The check stops a build that would
+## not run on AL2023.
+build-TilePredictFunction: lambda ort $(LAMBDA_TOOLS)
 	@test -n "$(ARTIFACTS_DIR)" || { echo "ARTIFACTS_DIR is not set (sam build sets it)"; exit 2; }
 	mkdir -p "$(ARTIFACTS_DIR)"
-	cp target/release/bootstrap "$(ARTIFACTS_DIR)/bootstrap"
+	cp $(LAMBDA_BOOTSTRAP) "$(ARTIFACTS_DIR)/bootstrap"
 	cp $(ORT_LIB) "$(ARTIFACTS_DIR)/libonnxruntime.so"
-	$(PYTHON) scripts/package.py check "$(ARTIFACTS_DIR)"
+	$(VENV_PYTHON) scripts/package.py check --glibc $(LAMBDA_GLIBC) "$(ARTIFACTS_DIR)"
 
 ## package: dist/tilepredict.zip, ready for `aws lambda update-function-code --zip-file`.
 ## The model is not in it: it stays in S3 (MODEL_URI).
-package: release ort
+package:
 	rm -rf $(PACKAGE_DIR) $(PACKAGE_ZIP)
 	$(MAKE) --no-print-directory build-TilePredictFunction ARTIFACTS_DIR=$(PACKAGE_DIR)
-	$(PYTHON) scripts/package.py zip $(PACKAGE_DIR) $(PACKAGE_ZIP)
+	$(VENV_PYTHON) scripts/package.py zip $(PACKAGE_DIR) $(PACKAGE_ZIP)
 
-## check-package: the zip runs on provided.al2023 (glibc <= 2.34, no library missing from the
-## zip or the AL2023 base image), and the checker itself fails when it should. Then the unpacked
-## zip answers events/direct.json in a clean environment: bootstrap finds ONNX Runtime beside
-## itself, as on Lambda (no ORT_DYLIB_PATH).
+## check-package: the zip runs on provided.al2023 (x86-64 ELF files needing glibc <= $(LAMBDA_GLIBC),
+## no library missing from the zip or the AL2023 base image), and the checker itself fails when
+## it should (on small ELF files zig builds). Then the unpacked zip answers events/direct.json in
+## a clean environment: bootstrap finds ONNX Runtime beside itself, as on Lambda (no
+## ORT_DYLIB_PATH). That last step runs the Linux binary, so it needs an x86-64 Linux host.
 check-package: package
-	$(PYTHON) -m unittest discover -s scripts -p 'test_*.py'
-	$(PYTHON) scripts/package.py check $(PACKAGE_ZIP)
+	$(VENV_PYTHON) -m unittest discover -s scripts -p 'test_*.py'
+	$(VENV_PYTHON) scripts/package.py check --glibc $(LAMBDA_GLIBC) $(PACKAGE_ZIP)
+	@test "$$(uname -sm)" = "Linux x86_64" || { echo "bootstrap runs on x86-64 Linux only;" \
+	  "elsewhere try it with sam local invoke (Docker)"; exit 2; }
 	rm -rf $(DIST)/unpacked
-	$(PYTHON) scripts/package.py unzip $(PACKAGE_ZIP) $(DIST)/unpacked
+	$(VENV_PYTHON) scripts/package.py unzip $(PACKAGE_ZIP) $(DIST)/unpacked
 	env -i PATH="$$PATH" RUST_LOG=warn \
 	  MODEL_URI=$(CURDIR)/fixtures/models/roof_demo.onnx \
 	  TILE_URL='file://$(CURDIR)/fixtures/demo-tiles/{z}/{x}/{y}.png' \
@@ -130,8 +167,7 @@ lint-template: $(SAM)
 	SAM_CLI_TELEMETRY=0 $(SAM) validate --region us-east-1
 	SAM_CLI_TELEMETRY=0 $(SAM) validate --lint --region us-east-1
 
-$(SAM):
-	$(PYTHON) -m venv $(VENV)
+$(SAM): | $(VENV_PYTHON)
 	$(VENV)/bin/pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION)
 
 ## soak: SOAK_INVOCATIONS (default 500) warm invocations of mixed good and bad events through

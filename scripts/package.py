@@ -1,23 +1,29 @@
 #!/usr/bin/env python3
 """The deployable zip and the check that it runs on Lambda's provided.al2023 (Amazon Linux 2023).
 
-    python3 scripts/package.py zip DIR OUT.zip    # DIR's files at the zip root, modes kept
-    python3 scripts/package.py unzip ZIP DIR      # as Lambda unpacks it, modes kept
-    python3 scripts/package.py check PATH         # PATH: a zip or a directory of artifacts
+    package.py zip DIR OUT.zip                # DIR's files at the zip root, modes kept
+    package.py unzip ZIP DIR                  # as Lambda unpacks it, modes kept
+    package.py check [--glibc 2.28] PATH      # PATH: a zip or a directory of artifacts
 
-`check` reads every ELF file with binutils' `readelf` and fails when one
-  - needs a symbol version newer than AL2023 provides (glibc 2.34, libstdc++ of GCC 11), or
-  - needs a shared library that is neither in the package nor in AL2023's base image,
-and when `bootstrap` is missing or not executable. Only the Python standard library and binutils
-are used: no `zip` command needed.
+`check` reads every ELF file (with pyelftools, so it works on any host: macOS has no readelf)
+and fails when
+  - `bootstrap` is missing, not executable, or not an x86-64 Linux executable (a build for the
+    host, e.g. a macOS binary, is not one),
+  - an ELF file is built for another machine than x86-64 (template.yaml: Architectures x86_64),
+  - one needs a symbol version newer than AL2023 provides (glibc 2.34, libstdc++ of GCC 11), or
+    newer than `--glibc` (the glibc the Lambda build targets: a newer need means the binary did
+    not come from that build),
+  - one needs a shared library that is neither in the package nor in AL2023's base image,
+  - the package is over Lambda's size limits.
 """
+import argparse
 import os
 import re
 import stat
-import subprocess
 import sys
 import tempfile
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # Newest symbol versions AL2023 is guaranteed to provide: glibc 2.34, and GCC 11's runtime
@@ -49,82 +55,131 @@ BASE_IMAGE_LIBRARIES = {
 MAX_ZIP_BYTES = 50 * 1024 * 1024
 MAX_UNZIPPED_BYTES = 250 * 1024 * 1024
 
-VERSION_NEED = re.compile(r"Name:\s+(GLIBC|GLIBCXX|CXXABI|GCC)_([0-9][0-9.]*)\b")
-NEEDED = re.compile(r"\(NEEDED\)\s+Shared library:\s+\[([^\]]+)\]")
+VERSION_NAME = re.compile(r"^(GLIBC|GLIBCXX|CXXABI|GCC)_([0-9][0-9.]*)$")
+
+
+@dataclass
+class Elf:
+    """What decides whether an ELF file loads on provided.al2023."""
+
+    machine: str  # pyelftools' e_machine name: "EM_X86_64", "EM_AARCH64", …
+    bits: int
+    executable: bool  # ET_EXEC, or ET_DYN with an interpreter (a position-independent program)
+    needed: list = field(default_factory=list)  # DT_NEEDED library names
+    versions: dict = field(default_factory=dict)  # {"GLIBC": (2, 28), …}: newest per family
 
 
 def version_tuple(text):
     return tuple(int(part) for part in text.split(".") if part)
 
 
-def required_versions(readelf_versions):
-    """{"GLIBC": (2, 34), …}: the newest version of each family in `readelf -V` output."""
+def dotted(version):
+    return ".".join(map(str, version))
+
+
+def newest_versions(names):
+    """{"GLIBC": (2, 34), …}: the newest version of each family among needed version names.
+    Names of other families (a shipped library's own, GLIBC_PRIVATE) are not limited here."""
     newest = {}
-    for family, version in VERSION_NEED.findall(readelf_versions):
-        v = version_tuple(version)
-        if v > newest.get(family, ()):
-            newest[family] = v
+    for name in names:
+        match = VERSION_NAME.match(name)
+        if match:
+            family, version = match[1], version_tuple(match[2])
+            if version > newest.get(family, ()):
+                newest[family] = version
     return newest
 
 
-def needed_libraries(readelf_dynamic):
-    """The NEEDED entries of `readelf -d` output."""
-    return NEEDED.findall(readelf_dynamic)
+def read_elf(path):
+    """The ELF facts of `path`, or None when it is not an ELF file."""
+    # Imported here so that `zip` and `unzip` need nothing outside the standard library.
+    from elftools.elf.dynamic import DynamicSection
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.gnuversions import GNUVerNeedSection
+
+    with open(path, "rb") as f:
+        if f.read(4) != b"\x7fELF":
+            return None
+        f.seek(0)
+        elf = ELFFile(f)
+        needed, names = [], []
+        for section in elf.iter_sections():
+            if isinstance(section, DynamicSection):
+                needed += [tag.needed for tag in section.iter_tags("DT_NEEDED")]
+            elif isinstance(section, GNUVerNeedSection):
+                for _, auxiliaries in section.iter_versions():
+                    names += [aux.name for aux in auxiliaries]
+        has_interpreter = any(s["p_type"] == "PT_INTERP" for s in elf.iter_segments())
+        return Elf(
+            machine=elf["e_machine"],
+            bits=elf.elfclass,
+            executable=elf["e_type"] == "ET_EXEC" or has_interpreter,
+            needed=needed,
+            versions=newest_versions(names),
+        )
 
 
-def problems(name, versions, needed, shipped):
-    """Why `name` would not load on provided.al2023 (empty when it would)."""
+def limits(glibc=None):
+    """{family: (newest allowed version, why)}; `glibc` ("2.28") tightens AL2023's glibc."""
+    found = {family: (v, "AL2023 provides that") for family, v in MAX_VERSIONS.items()}
+    al2023 = dotted(MAX_VERSIONS["GLIBC"])
+    if glibc is not None:
+        target = version_tuple(glibc)
+        if target > MAX_VERSIONS["GLIBC"]:
+            raise ValueError(f"--glibc {glibc} is newer than AL2023's {al2023}")
+        found["GLIBC"] = (target, f"the Lambda build targets it; AL2023 has {al2023}")
+    return found
+
+
+def problems(name, elf, shipped, allowed=None):
+    """Why ELF file `name` would not load on provided.al2023 (empty when it would)."""
+    allowed = allowed or limits()
+    if elf.machine != "EM_X86_64" or elf.bits != 64:
+        return [f"{name} is built for {elf.machine} ({elf.bits}-bit); the function runs on x86-64"]
     found = []
-    for family, version in sorted(versions.items()):
-        limit = MAX_VERSIONS[family]
+    for family, version in sorted(elf.versions.items()):
+        limit, why = allowed[family]
         if version > limit:
             found.append(
-                f"{name} needs {family}_{'.'.join(map(str, version))}; "
-                f"AL2023 provides {family}_{'.'.join(map(str, limit))}"
+                f"{name} needs {family}_{dotted(version)}; "
+                f"allowed up to {family}_{dotted(limit)} ({why})"
             )
-    for library in needed:
+    for library in elf.needed:
         if library not in BASE_IMAGE_LIBRARIES and library not in shipped:
             found.append(
-                f"{name} needs {library}, which is neither in the package nor in AL2023's base image"
+                f"{name} needs {library}, "
+                "which is neither in the package nor in AL2023's base image"
             )
     return found
 
 
-def readelf(flag, path):
-    return subprocess.run(
-        ["readelf", flag, "--wide", str(path)], check=True, capture_output=True, text=True
-    ).stdout
-
-
-def is_elf(path):
-    with open(path, "rb") as f:
-        return f.read(4) == b"\x7fELF"
-
-
-def check_dir(root):
+def check_dir(root, allowed=None):
     """Checks unpacked artifacts; returns (report lines, problems)."""
     root = Path(root)
     files = sorted(p for p in root.rglob("*") if p.is_file())
     shipped = {p.name for p in files}
     report, found = [], []
+    elves = {path: read_elf(path) for path in files}
     bootstrap = root / "bootstrap"
     if not bootstrap.is_file():
         found.append("no bootstrap at the package root")
     elif not os.stat(bootstrap).st_mode & stat.S_IXUSR:
         found.append("bootstrap is not executable")
-    for path in files:
-        if not is_elf(path):
-            continue
-        versions = required_versions(readelf("-V", path))
-        needed = needed_libraries(readelf("-d", path))
-        newest = ", ".join(
-            f"{family}_{'.'.join(map(str, v))}" for family, v in sorted(versions.items())
+    elif elves[bootstrap] is None or not elves[bootstrap].executable:
+        found.append(
+            "bootstrap is not a Linux executable (ELF program): a build for this host (e.g. a "
+            "macOS binary) does not run on Lambda; build it with `make lambda`"
         )
+    for path, elf in elves.items():
+        if elf is None:
+            continue
+        newest = ", ".join(f"{family}_{dotted(v)}" for family, v in sorted(elf.versions.items()))
         report.append(
             f"{path.relative_to(root)}: {path.stat().st_size / 1e6:.1f} MB; "
-            f"needs {', '.join(needed) or 'no shared libraries'}; newest versions {newest or 'none'}"
+            f"needs {', '.join(elf.needed) or 'no shared libraries'}; "
+            f"newest versions {newest or 'none'}"
         )
-        found += problems(str(path.relative_to(root)), versions, needed, shipped)
+        found += problems(str(path.relative_to(root)), elf, shipped, allowed)
     unzipped = sum(p.stat().st_size for p in files)
     report.append(f"unzipped: {unzipped / 1e6:.1f} MB (Lambda's limit: 250 MB)")
     if unzipped > MAX_UNZIPPED_BYTES:
@@ -142,15 +197,17 @@ def extract(zip_path, into):
                 os.chmod(Path(into) / info.filename, stat.S_IMODE(mode))
 
 
-def check(path):
+def check(path, allowed=None):
     path = Path(path)
     if path.is_dir():
-        return check_dir(path)
+        return check_dir(path, allowed)
     size = path.stat().st_size
     with tempfile.TemporaryDirectory() as tmp:
         extract(path, tmp)
-        report, found = check_dir(tmp)
-    report.insert(0, f"{path.name}: {size / 1e6:.1f} MB zipped (Lambda's direct-upload limit: 50 MB)")
+        report, found = check_dir(tmp, allowed)
+    report.insert(
+        0, f"{path.name}: {size / 1e6:.1f} MB zipped (Lambda's direct-upload limit: 50 MB)"
+    )
     if size > MAX_ZIP_BYTES:
         found.append(f"zip size {size} bytes is over Lambda's direct-upload limit {MAX_ZIP_BYTES}")
     return report, found
@@ -172,25 +229,45 @@ def make_zip(source, out):
 
 
 def main(argv):
-    if len(argv) == 3 and argv[0] == "zip":
-        make_zip(argv[1], argv[2])
-        print(f"wrote {argv[2]} ({Path(argv[2]).stat().st_size / 1e6:.1f} MB)")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    zip_command = commands.add_parser("zip", help="DIR's files at the zip root, modes kept")
+    zip_command.add_argument("source")
+    zip_command.add_argument("out")
+    unzip_command = commands.add_parser("unzip", help="as Lambda unpacks it, modes kept")
+    unzip_command.add_argument("zip")
+    unzip_command.add_argument("into")
+    check_command = commands.add_parser("check", help="a zip or a directory of artifacts")
+    check_command.add_argument(
+        "--glibc", help="newest glibc allowed, e.g. 2.28 (default: AL2023's 2.34)"
+    )
+    check_command.add_argument("path")
+    args = parser.parse_args(argv)
+
+    if args.command == "zip":
+        make_zip(args.source, args.out)
+        print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1e6:.1f} MB)")
         return 0
-    if len(argv) == 3 and argv[0] == "unzip":
-        extract(argv[1], argv[2])
+    if args.command == "unzip":
+        extract(args.zip, args.into)
         return 0
-    if len(argv) == 2 and argv[0] == "check":
-        report, found = check(argv[1])
-        for line in report:
-            print(line)
-        if found:
-            for line in found:
-                print(f"FAIL: {line}", file=sys.stderr)
-            return 1
-        print("OK: runs on provided.al2023 (glibc <= 2.34, only base-image libraries outside the package)")
-        return 0
-    print(__doc__, file=sys.stderr)
-    return 2
+    try:
+        allowed = limits(args.glibc)
+    except ValueError as error:
+        parser.error(str(error))
+    report, found = check(args.path, allowed)
+    for line in report:
+        print(line)
+    if found:
+        for line in found:
+            print(f"FAIL: {line}", file=sys.stderr)
+        return 1
+    glibc = dotted(allowed["GLIBC"][0])
+    print(
+        f"OK: runs on provided.al2023 (x86-64, glibc <= {glibc}, "
+        "only base-image libraries outside the package)"
+    )
+    return 0
 
 
 if __name__ == "__main__":
