@@ -183,7 +183,7 @@ async fn load_s3(bucket: &str, key: &str, what: &str) -> Result<Blob, String> {
 /// One S3 client per process, built on first use: building one reads the environment and
 /// credentials provider chain, which is not free, and the model and the registry load at the
 /// same time through it.
-async fn s3_client() -> aws_sdk_s3::Client {
+pub async fn s3_client() -> aws_sdk_s3::Client {
     static CLIENT: tokio::sync::OnceCell<aws_sdk_s3::Client> = tokio::sync::OnceCell::const_new();
     CLIENT
         .get_or_init(|| async {
@@ -283,7 +283,7 @@ fn part_ranges(start: u64, total: u64, part: u64) -> Vec<(u64, u64)> {
 }
 
 /// The SDK's `Display` is terse ("service error"); walk the sources for the real cause.
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = vec![e.to_string()];
     let mut source = e.source();
     while let Some(s) = source {
