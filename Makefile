@@ -33,9 +33,18 @@ PACKAGE_ZIP := $(DIST)/tilepredict.zip
 # Tests and local runs load ONNX Runtime from here (in Lambda it sits beside bootstrap).
 export ORT_DYLIB_PATH ?= $(ORT_LIB)
 
+# GeoTIFF test fixtures: the tests' synthetic world as COGs, written at test time by
+# scripts/make_geotiff_fixtures.py with rasterio (its wheel bundles GDAL), rio-cogeo and rio-tiler
+# (reference chips), pinned, in the venv. rasterio 1.4 is the last line for Python 3.11.
+RASTERIO_VERSION := 1.4.4
+RIO_COGEO_VERSION := 7.0.4
+RIO_TILER_VERSION := 9.4.12
+GEOTIFF_TOOLS := $(VENV)/.geotiff-tools-$(RASTERIO_VERSION)-$(RIO_COGEO_VERSION)-$(RIO_TILER_VERSION)
+export GEOTIFF_FIXTURES ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/geotiff-fixtures
+
 .PHONY: all build release lambda ort run test lint fmt clippy clean lint-template \
   build-TilePredictFunction package check-package bench-registry soak \
-  bench bench-quick bench-model
+  bench bench-quick bench-model geotiff-fixtures
 
 all: build
 
@@ -87,9 +96,22 @@ run: release ort
 	./target/release/bootstrap invoke events/direct.json
 
 ## test: everything the tests need, the layer check (src/lib.rs's map), then the whole suite.
-test: ort
+test: ort geotiff-fixtures
 	$(PYTHON) scripts/check_layers.py
 	$(CARGO) test --all-targets
+
+## geotiff-fixtures: the GeoTIFF tests' COGs, mosaic indexes and rio-tiler reference chips
+## (≈ 50 MB, ≈ 10 s), into $(GEOTIFF_FIXTURES); remade when the script changes.
+geotiff-fixtures: $(GEOTIFF_FIXTURES)/fixtures.json
+
+$(GEOTIFF_FIXTURES)/fixtures.json: scripts/make_geotiff_fixtures.py $(GEOTIFF_TOOLS)
+	rm -rf $(GEOTIFF_FIXTURES)
+	$(VENV_PYTHON) -W ignore scripts/make_geotiff_fixtures.py $(GEOTIFF_FIXTURES)
+
+$(GEOTIFF_TOOLS): | $(VENV_PYTHON)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check rasterio==$(RASTERIO_VERSION) \
+	  rio-cogeo==$(RIO_COGEO_VERSION) rio-tiler==$(RIO_TILER_VERSION)
+	touch $@
 
 ## bench: the end-to-end benchmark on loopback (release build): ONNX Runtime alone, init,
 ## 110 and 1,000 buildings cold/warm, the floor, the two-phase baseline and the tuning sweep.

@@ -36,7 +36,7 @@ import sys
 import numpy as np
 import rasterio
 from rasterio.crs import CRS
-from rasterio.enums import Resampling
+from rasterio.enums import ColorInterp, Resampling
 from rasterio.io import MemoryFile
 from rasterio.transform import Affine
 from rasterio.warp import calculate_default_transform, reproject
@@ -95,7 +95,7 @@ def profile(name, **extra):
     return p
 
 
-def write_cog(path, data, crs, transform, cog_profile, mask=None, photometric=None, alpha=False):
+def write_cog(path, data, crs, transform, cog_profile, mask=None, photometric=None, alpha=False, colorinterp=None):
     """Writes `data` (bands, h, w) as a COG with overviews x2 and x4."""
     bands, h, w = data.shape
     meta = dict(driver="GTiff", width=w, height=h, count=bands, dtype="uint8", crs=crs, transform=transform)
@@ -106,6 +106,8 @@ def write_cog(path, data, crs, transform, cog_profile, mask=None, photometric=No
     with MemoryFile() as mem:
         with mem.open(**meta) as src:
             src.write(data)
+            if colorinterp:
+                src.colorinterp = colorinterp
             if mask is not None:
                 src.write_mask(mask)
         with mem.open() as src:
@@ -182,6 +184,86 @@ def layout(path):
     return out
 
 
+def ifd0_entries(data):
+    """IFD 0's entries: tag -> (entry offset, type, count, value offset)."""
+    import struct
+
+    (ifd,) = struct.unpack("<I", data[4:8])
+    (n,) = struct.unpack("<H", data[ifd : ifd + 2])
+    out = {}
+    for i in range(n):
+        e = ifd + 2 + 12 * i
+        tag, typ, count = struct.unpack("<HHI", data[e : e + 8])
+        size = {3: 2, 4: 4, 16: 8}.get(typ, 1) * count
+        value = e + 8 if size <= 4 else struct.unpack("<I", data[e + 8 : e + 12])[0]
+        out[tag] = (e, typ, count, value)
+    return out
+
+
+def bad_files(out_dir, region, t3857):
+    """Files every reader must refuse or survive, each wrong in one way."""
+    import struct
+    import zlib
+
+    bad = os.path.join(out_dir, "bad")
+    os.makedirs(bad, exist_ok=True)
+    with open(os.path.join(bad, "not_a_tiff.tif"), "wb") as f:
+        f.write(b"<html><body>404 Not Found</body></html>")
+    small = region[:, :512, :512]
+    with rasterio.open(os.path.join(bad, "no_georef.tif"), "w", driver="GTiff", width=512, height=512, count=3,
+                       dtype="uint8", tiled=True, blockxsize=256, blockysize=256) as dst:
+        dst.write(small)
+    user_crs = CRS.from_proj4("+proj=tmerc +lat_0=0 +lon_0=19.37 +k=0.9993 +x_0=500000 +y_0=-5300000 "
+                              "+ellps=GRS80 +units=m +no_defs")
+    with rasterio.open(os.path.join(bad, "user_crs.tif"), "w", driver="GTiff", width=512, height=512, count=3,
+                       dtype="uint8", crs=user_crs, transform=Affine(0.5, 0, 600000, 0, -0.5, 480000),
+                       tiled=True, blockxsize=256, blockysize=256) as dst:
+        dst.write(small)
+    with rasterio.open(os.path.join(bad, "packbits.tif"), "w", driver="GTiff", width=512, height=512, count=3,
+                       dtype="uint8", crs=CRS.from_epsg(3857), transform=t3857, tiled=True, blockxsize=256,
+                       blockysize=256, compress="packbits") as dst:
+        dst.write(small)
+    with rasterio.open(os.path.join(bad, "float32.tif"), "w", driver="GTiff", width=512, height=512, count=3,
+                       dtype="float32", crs=CRS.from_epsg(3857), transform=t3857, tiled=True, blockxsize=256,
+                       blockysize=256) as dst:
+        dst.write(small.astype("float32"))
+
+    source = open(os.path.join(out_dir, "world_3857_deflate.tif"), "rb").read()
+    entries = ifd0_entries(source)
+    offsets_at, counts_at = entries[324][3], entries[325][3]
+
+    def tile(i):
+        (off,) = struct.unpack("<I", source[offsets_at + 4 * i : offsets_at + 4 * i + 4])
+        (cnt,) = struct.unpack("<I", source[counts_at + 4 * i : counts_at + 4 * i + 4])
+        return off, cnt
+
+    # Declares 4,000,000,000 px across (its tile list is for 1,536).
+    huge = bytearray(source)
+    e, typ, _, _ = entries[256]
+    struct.pack_into("<HI", huge, e + 2, 4, 1)
+    struct.pack_into("<I", huge, e + 8, 4_000_000_000)
+    open(os.path.join(bad, "huge.tif"), "wb").write(huge)
+
+    # Level 0's tile 14 (column 2, row 2: the region's middle) points past the end of the file.
+    past = bytearray(source)
+    struct.pack_into("<I", past, offsets_at + 4 * 14, len(source) + 1000)
+    open(os.path.join(bad, "offset_past_end.tif"), "wb").write(past)
+
+    # Tile 14 holds a zlib stream of 64 MiB of zeros (a few tens of KiB compressed).
+    bomb = zlib.compress(bytes(64 << 20), 9)
+    off, cnt = tile(14)
+    assert len(bomb) <= cnt, (len(bomb), cnt)
+    bombed = bytearray(source)
+    bombed[off : off + len(bomb)] = bomb
+    struct.pack_into("<I", bombed, counts_at + 4 * 14, len(bomb))
+    open(os.path.join(bad, "bomb.tif"), "wb").write(bombed)
+
+    index = json.load(open(os.path.join(out_dir, "mosaic", "index.geojson")))
+    index["features"][2]["geometry"] = None
+    with open(os.path.join(bad, "broken_index.geojson"), "w") as f:
+        json.dump(index, f)
+
+
 def samples():
     """Sample chips: windows of CHIP px at ZOOM, inside the region, on its edges and outside."""
     picks = {
@@ -190,24 +272,29 @@ def samples():
         "east": (LEFT + SIDE - 300, TOP + 400),
         "south": (LEFT + 700, TOP + SIDE - 200),
         "masked": (LEFT + 60, TOP + 700),
-        "half_outside": (LEFT + SIDE - CHIP // 2, TOP + 300),
+        "mostly_outside": (LEFT + SIDE - CHIP // 4, TOP + 300),
         "outside": (LEFT + SIDE + 500, TOP + 300),
         "in_patch": (LEFT + 200, TOP + 200),
     }
     out = {}
     for name, (left, top) in picks.items():
         lat, lon = point_at(left + CHIP / 2 + 0.3, top + CHIP / 2 + 0.3)
-        out[name] = {"left": left, "top": top, "size": CHIP, "lat": lat, "lon": lon}
+        out[name] = {"left": left, "top": top, "size": CHIP, "zoom": ZOOM, "lat": lat, "lon": lon}
+    # One chip a zoom coarser: read from the first overview.
+    left, top = (LEFT + 600) // 2, (TOP + 500) // 2
+    lat, lon = point_at(2 * (left + CHIP / 2 + 0.3), 2 * (top + CHIP / 2 + 0.3))
+    out["zoom16"] = {"left": left, "top": top, "size": CHIP, "zoom": ZOOM - 1, "lat": lat, "lon": lon}
     return out
 
 
 def reference(path, name, sample):
     left, top, size = sample["left"], sample["top"], sample["size"]
+    m = M_PER_PX * 2 ** (ZOOM - sample["zoom"])
     bbox = (
-        left * M_PER_PX - HALF_WORLD,
-        HALF_WORLD - (top + size) * M_PER_PX,
-        (left + size) * M_PER_PX - HALF_WORLD,
-        HALF_WORLD - top * M_PER_PX,
+        left * m - HALF_WORLD,
+        HALF_WORLD - (top + size) * m,
+        (left + size) * m - HALF_WORLD,
+        HALF_WORLD - top * m,
     )
     with Reader(path) as r:
         img = r.part(bbox, dst_crs=CRS.from_epsg(3857), bounds_crs=CRS.from_epsg(3857), width=size, height=size,
@@ -251,7 +338,7 @@ def main(out_dir):
     nir = np.full((1, SIDE, SIDE), 200, np.uint8)
     nbgr = np.concatenate([nir, region[2:3], region[1:2], region[0:1]], 0)
     write_cog(os.path.join(out_dir, "world_nbgr_3857.tif"), nbgr, CRS.from_epsg(3857), t3857,
-              profile("lzw", photometric="MINISBLACK"))
+              profile("lzw", photometric="MINISBLACK"), colorinterp=[ColorInterp.gray] + [ColorInterp.undefined] * 3)
     files["world_nbgr_3857.tif"] = {"crs": 3857, "bands": 4}
 
     with rasterio.open(os.path.join(out_dir, "strip_3857.tif"), "w", driver="GTiff", width=SIDE, height=SIDE,
@@ -332,6 +419,8 @@ def main(out_dir):
     for p, *_ in entries:
         full = os.path.join(out_dir, "mosaic", p)
         files["mosaic/" + p] = {"crs": 3857, "layout": layout(full), "bytes": os.path.getsize(full)}
+
+    bad_files(out_dir, region, t3857)
 
     with open(os.path.join(out_dir, "fixtures.json"), "w") as f:
         json.dump({"zoom": ZOOM, "left": LEFT, "top": TOP, "side": SIDE, "chip": CHIP, "samples": picks,

@@ -285,7 +285,7 @@ impl Imagery {
                     parts.iter().map(|(i, x, y)| (&i.rgb, *x, *y)).collect();
                 Ok(chip::stitch(&rgb, *size))
             }
-            Compose::Warp { header, grid } => geotiff::warp(header, grid, parts),
+            Compose::Warp(layers) => geotiff::warp(layers, parts),
             Compose::Fail(error) => Err(error.clone()),
         }
     }

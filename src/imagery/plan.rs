@@ -62,10 +62,19 @@ pub struct ChipPlan {
 pub enum Compose {
     /// Paste the parts into a `size`×`size` chip (pixels no part covers stay black).
     Stitch { size: u32 },
-    /// Sample the file's level through the grid.
-    Warp { header: Arc<Header>, grid: Grid },
+    /// Sample each layer's file through its grid; a pixel comes from the first layer with data
+    /// there (a mosaic's chip may span files).
+    Warp(Vec<Layer>),
     /// Known before any fetch: no file covers the building, its file cannot be read, ….
     Fail(BuildingError),
+}
+
+/// One file's part of a warped chip: its parts are `ChipPlan::parts[parts]`.
+#[derive(Debug)]
+pub struct Layer {
+    pub header: Arc<Header>,
+    pub grid: Grid,
+    pub parts: Range<usize>,
 }
 
 impl ChipPlan {

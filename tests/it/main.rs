@@ -28,6 +28,7 @@ mod callers;
 mod core_pipeline;
 mod deadline_lambda;
 mod faults_lambda;
+mod geotiff;
 mod imagery;
 mod imagery_lambda;
 mod lambda_e2e;

@@ -367,5 +367,7 @@ fn choose_bands(ifd: &ImageFileDirectory, wanted: Option<[u16; 3]>) -> Result<Ba
         // Greyscale, with or without alpha.
         None => [0, 0, 0],
     };
+    // A band chosen as a colour (`BANDS=4,3,2` of a file calling band 4 alpha) is not a mask.
+    let alpha = alpha.filter(|a| !rgb.contains(a));
     Ok(Bands { rgb, alpha })
 }

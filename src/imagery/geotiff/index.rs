@@ -96,13 +96,44 @@ impl MosaicIndex {
         })
     }
 
-    /// The file whose footprint contains (`lat`, `lon`), the winner of any overlap.
-    pub fn file_at(&self, lat: f64, lon: f64) -> Option<&Location> {
-        self.tree
+    /// The files a chip around (`lat`, `lon`) is read from, best first: the one whose
+    /// footprint contains the building (the winner of any overlap), then up to `more` others
+    /// whose footprints meet the chip's box (`[west, south]`, `[east, north]`), by the same
+    /// order, for the chip's pixels the first one lacks. Empty when no footprint contains the
+    /// building.
+    pub fn files_for(
+        &self,
+        lat: f64,
+        lon: f64,
+        corners: ([f64; 2], [f64; 2]),
+        more: usize,
+    ) -> Vec<&Location> {
+        let Some(first) = self
+            .tree
             .locate_in_envelope_intersecting(AABB::from_point([lon, lat]))
             .filter(|f| ring_contains(&f.rings, [lon, lat]))
             .min_by_key(|f| f.rank)
+        else {
+            return Vec::new();
+        };
+        let mut others: Vec<&Footprint> = self
+            .tree
+            .locate_in_envelope_intersecting(AABB::from_corners(corners.0, corners.1))
+            .filter(|f| f.file != first.file)
+            .collect();
+        others.sort_by_key(|f| f.rank);
+        others.dedup_by_key(|f| f.file);
+        std::iter::once(first)
+            .chain(others.into_iter().take(more))
             .map(|f| &self.files[f.file])
+            .collect()
+    }
+
+    /// The file whose footprint contains (`lat`, `lon`), the winner of any overlap.
+    pub fn file_at(&self, lat: f64, lon: f64) -> Option<&Location> {
+        self.files_for(lat, lon, ([lon, lat], [lon, lat]), 0)
+            .into_iter()
+            .next()
     }
 }
 

@@ -25,9 +25,9 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::Image;
-use super::plan::{ChipPlan, Compose, RequestPlan, TileBytes, Unit, UnitFetch};
+use super::plan::{ChipPlan, Compose, Layer, RequestPlan, TileBytes, Unit, UnitFetch};
 use crate::error::{BuildingError, ErrorCode};
-use crate::geo::{ChipWindow, LatLon};
+use crate::geo::{ChipWindow, LatLon, from_pixel};
 pub use header::Header;
 use index::MosaicIndex;
 pub use location::Location;
@@ -38,6 +38,9 @@ use warp::Grid;
 const HEADER_CACHE: usize = 512;
 /// Ranges closer than this are read in one request: a few KiB more is cheaper than a request.
 const MERGE_GAP: u64 = 16 * 1024;
+/// Files a mosaic chip may be read from: the one containing the building and up to this many
+/// less one neighbours, for the pixels it lacks.
+const MAX_LAYERS: usize = 4;
 /// A chip with less of its area on data than this is `no_coverage`: a prediction on mostly
 /// black pixels would be a guess.
 pub const MIN_COVERAGE: f64 = 0.5;
@@ -182,19 +185,28 @@ impl GeoTiffSource {
         &self.reader
     }
 
-    /// The file a building is read from.
-    fn file_for(&self, p: LatLon) -> Result<Location, BuildingError> {
-        match &self.files {
-            Files::Single(h) => Ok(h.location.clone()),
-            Files::Mosaic { index, mosaic } => {
-                mosaic.file_at(p.lat, p.lon).cloned().ok_or_else(|| {
-                    BuildingError::new(
-                        ErrorCode::NoCoverage,
-                        format!("no file in the mosaic index {index} covers this building"),
-                    )
-                })
-            }
+    /// The files a building's chip is read from, best first.
+    fn files_for(&self, p: LatLon, window: &ChipWindow) -> Result<Vec<Location>, BuildingError> {
+        let (index, mosaic) = match &self.files {
+            Files::Single(h) => return Ok(vec![h.location.clone()]),
+            Files::Mosaic { index, mosaic } => (index, mosaic),
+        };
+        let size = f64::from(window.size);
+        let nw = from_pixel(window.left as f64, window.top as f64, window.zoom);
+        let se = from_pixel(
+            window.left as f64 + size,
+            window.top as f64 + size,
+            window.zoom,
+        );
+        let corners = ([nw.lon, se.lat], [se.lon, nw.lat]);
+        let files = mosaic.files_for(p.lat, p.lon, corners, MAX_LAYERS - 1);
+        if files.is_empty() {
+            return Err(BuildingError::new(
+                ErrorCode::NoCoverage,
+                format!("no file in the mosaic index {index} covers this building"),
+            ));
         }
+        Ok(files.into_iter().cloned().collect())
     }
 
     /// The header of `location`, from the sandbox's cache or read now (under a download slot).
@@ -240,10 +252,13 @@ impl GeoTiffSource {
         size: u32,
         ctx: &PlanContext<'_>,
     ) -> RequestPlan {
-        let files: Vec<Result<Location, BuildingError>> =
-            points.iter().map(|p| self.file_for(*p)).collect();
+        let files: Vec<Result<Vec<Location>, BuildingError>> = points
+            .iter()
+            .zip(windows)
+            .map(|(p, w)| self.files_for(*p, w))
+            .collect();
         let mut unique: Vec<&Location> = Vec::new();
-        for location in files.iter().flatten() {
+        for location in files.iter().flatten().flatten() {
             if !unique.contains(&location) {
                 unique.push(location);
             }
@@ -256,51 +271,69 @@ impl GeoTiffSource {
         let mut plan = RequestPlan::default();
         let mut index_of: HashMap<String, usize> = HashMap::new();
         let mut tiles: Vec<(Arc<Header>, TileBytes)> = Vec::new();
-        for (window, file) in windows.iter().zip(&files) {
-            let header = match file.as_ref().map(|l| &headers[l]) {
-                Err(e) | Ok(Err(e)) => {
+        for (window, files) in windows.iter().zip(&files) {
+            let files = match files {
+                Ok(files) => files,
+                Err(e) => {
                     plan.chips.push(ChipPlan::failed(e.clone()));
                     continue;
                 }
-                Ok(Ok(h)) => Arc::clone(h),
-            };
-            let outside = || {
-                ChipPlan::failed(BuildingError::new(
-                    ErrorCode::NoCoverage,
-                    format!("{} does not cover this building", header.location),
-                ))
-            };
-            let Some(grid) = Grid::new(window, size, &header) else {
-                plan.chips.push(outside());
-                continue;
-            };
-            let level = &header.levels[grid.level];
-            let Some(span) = grid.tiles(level) else {
-                plan.chips.push(outside());
-                continue;
             };
             let mut parts = Vec::new();
-            for row in span.rows.0..=span.rows.1 {
-                for col in span.cols.0..=span.cols.1 {
-                    let key = format!("{}#{}/{col}/{row}", header.location, grid.level);
-                    let image = *index_of.entry(key.clone()).or_insert_with(|| {
-                        plan.images.push(key);
-                        tiles.push((
-                            Arc::clone(&header),
-                            TileBytes {
-                                level: grid.level,
-                                data: level.tile_range(false, col, row).unwrap_or(0..0),
-                                mask: level.tile_range(true, col, row),
-                            },
-                        ));
-                        plan.images.len() - 1
-                    });
-                    parts.push((image, i64::from(col), i64::from(row)));
+            let mut layers = Vec::new();
+            let mut failure = None;
+            for (n, location) in files.iter().enumerate() {
+                let header = match &headers[location] {
+                    Ok(h) => Arc::clone(h),
+                    // The building's own file must open; a neighbour that does not is skipped.
+                    Err(e) if n == 0 => {
+                        failure = Some(e.clone());
+                        break;
+                    }
+                    Err(_) => continue,
+                };
+                let Some(grid) = Grid::new(window, size, &header) else {
+                    continue;
+                };
+                let level = &header.levels[grid.level];
+                let Some(span) = grid.tiles(level) else {
+                    continue;
+                };
+                let first = parts.len();
+                for row in span.rows.0..=span.rows.1 {
+                    for col in span.cols.0..=span.cols.1 {
+                        let key = format!("{}#{}/{col}/{row}", header.location, grid.level);
+                        let image = *index_of.entry(key.clone()).or_insert_with(|| {
+                            plan.images.push(key);
+                            tiles.push((
+                                Arc::clone(&header),
+                                TileBytes {
+                                    level: grid.level,
+                                    data: level.tile_range(false, col, row).unwrap_or(0..0),
+                                    mask: level.tile_range(true, col, row),
+                                },
+                            ));
+                            plan.images.len() - 1
+                        });
+                        parts.push((image, i64::from(col), i64::from(row)));
+                    }
                 }
+                layers.push(Layer {
+                    header,
+                    grid,
+                    parts: first..parts.len(),
+                });
             }
-            plan.chips.push(ChipPlan {
-                parts,
-                compose: Compose::Warp { header, grid },
+            plan.chips.push(match failure {
+                Some(e) => ChipPlan::failed(e),
+                None if layers.is_empty() => ChipPlan::failed(BuildingError::new(
+                    ErrorCode::NoCoverage,
+                    format!("{} does not cover this building", files[0]),
+                )),
+                None => ChipPlan {
+                    parts,
+                    compose: Compose::Warp(layers),
+                },
             });
         }
         plan.units = self.units(&plan.images, tiles, ctx.cached);
@@ -490,34 +523,50 @@ pub fn decode_tiles(
         .collect()
 }
 
-/// Makes a chip from its tiles: samples, then checks the coverage.
+/// Makes a chip from its layers' tiles: samples each layer where the ones before it left no
+/// data, then checks the coverage.
 pub fn warp(
-    header: &Header,
-    grid: &Grid,
+    layers: &[Layer],
     parts: &[(&Image, i64, i64)],
 ) -> Result<image::RgbImage, BuildingError> {
-    let level = &header.levels[grid.level];
-    let (tw, th) = (level.tile_width, level.tile_height);
-    let tiles: HashMap<(u32, u32), &Image> = parts
-        .iter()
-        .map(|&(image, col, row)| ((col as u32, row as u32), image))
-        .collect();
-    let (chip, coverage) = grid.sample(level, |c, r| {
-        let tile = tiles.get(&(c / tw, r / th))?;
-        let (x, y) = (c % tw, r % th);
-        let px = tile.rgb.get_pixel_checked(x, y)?.0;
-        let valid = tile
-            .valid
-            .as_ref()
-            .is_none_or(|m| m.get_pixel(x, y).0[0] > 0);
-        Some((px, valid))
-    });
+    let Some(size) = layers.first().map(|l| l.grid.size) else {
+        return Err(BuildingError::new(
+            ErrorCode::NoCoverage,
+            "no file covers this building",
+        ));
+    };
+    let mut chip = image::RgbImage::new(size, size);
+    let mut filled = vec![false; (size * size) as usize];
+    for layer in layers {
+        let level = &layer.header.levels[layer.grid.level];
+        let (tw, th) = (level.tile_width, level.tile_height);
+        let tiles: HashMap<(u32, u32), &Image> = parts[layer.parts.clone()]
+            .iter()
+            .map(|&(image, col, row)| ((col as u32, row as u32), image))
+            .collect();
+        let pixel = |c: u32, r: u32| {
+            let tile = tiles.get(&(c / tw, r / th))?;
+            let (x, y) = (c % tw, r % th);
+            let px = tile.rgb.get_pixel_checked(x, y)?.0;
+            let valid = tile
+                .valid
+                .as_ref()
+                .is_none_or(|m| m.get_pixel(x, y).0[0] > 0);
+            Some((px, valid))
+        };
+        layer.grid.sample(level, pixel, &mut chip, &mut filled);
+    }
+    let coverage = filled.iter().filter(|f| **f).count() as f64 / filled.len() as f64;
     if coverage < MIN_COVERAGE {
+        let files: Vec<String> = layers
+            .iter()
+            .map(|l| l.header.location.to_string())
+            .collect();
         return Err(BuildingError::new(
             ErrorCode::NoCoverage,
             format!(
                 "{} has data for {:.0} % of this building's chip (at least {:.0} % needed)",
-                header.location,
+                files.join(" + "),
                 coverage * 100.0,
                 MIN_COVERAGE * 100.0
             ),

@@ -113,18 +113,23 @@ impl Grid {
         })
     }
 
-    /// Samples the chip. `pixel(col, row)` is the level's pixel there and whether it holds
-    /// data (`None` outside the tiles read). Returns the chip and its coverage (0..=1).
+    /// Samples the chip into `chip` where `filled` is false. `pixel(col, row)` is the level's
+    /// pixel there and whether it holds data (`None` outside the tiles read). Marks the chip
+    /// pixels it filled.
     pub fn sample(
         &self,
         level: &Level,
         pixel: impl Fn(u32, u32) -> Option<([u8; 3], bool)>,
-    ) -> (RgbImage, f64) {
+        chip: &mut RgbImage,
+        filled: &mut [bool],
+    ) {
         let (w, h) = (i64::from(level.width), i64::from(level.height));
-        let mut chip = RgbImage::new(self.size, self.size);
-        let mut covered = 0usize;
         for j in 0..self.size {
             for i in 0..self.size {
+                let at = (j * self.size + i) as usize;
+                if filled[at] {
+                    continue;
+                }
                 let (sx, sy) = self.position(i, j);
                 let (x, y) = (sx - 0.5, sy - 0.5);
                 let (x0, y0) = (x.floor(), y.floor());
@@ -150,13 +155,11 @@ impl Grid {
                     }
                 }
                 if weight >= 0.5 - 1e-9 {
-                    covered += 1;
+                    filled[at] = true;
                     let px = sum.map(|s| (s / weight).round().clamp(0.0, 255.0) as u8);
                     chip.put_pixel(i, j, image::Rgb(px));
                 }
             }
         }
-        let coverage = covered as f64 / (f64::from(self.size) * f64::from(self.size));
-        (chip, coverage)
     }
 }
