@@ -195,7 +195,7 @@ impl Header {
                 mask,
             });
         }
-        levels.sort_by(|a, b| b.width.cmp(&a.width));
+        levels.sort_by_key(|l| std::cmp::Reverse(l.width));
         Ok(Self {
             location,
             levels,

@@ -97,6 +97,8 @@ async fn read_s3(
         .bucket(bucket)
         .key(key)
         .range(format!("bytes={}-{}", range.start, range.end - 1))
+        // Requester-pays buckets (NAIP's) refuse GETs without it; other buckets ignore it.
+        .request_payer(aws_sdk_s3::types::RequestPayer::Requester)
         .send();
     let work = async {
         let object = request.await.map_err(|e| {
