@@ -18,8 +18,8 @@
 //! 5. **Settings** — [`config`]: environment → a validated [`config::Config`] holding the
 //!    settings types of the layers below; nothing below reads the environment.
 //! 6. **Engines** — [`pipeline`] (positions → chips → batches, overlapped), [`imagery`]
-//!    (URL templates, fetch, decode, stitch, cache), [`model`] (ONNX Runtime session,
-//!    batched runs), [`registry`] (the known-buildings register).
+//!    (URL templates and GeoTIFFs: fetch, decode, stitch or warp, cache), [`model`] (ONNX
+//!    Runtime session, batched runs), [`registry`] (the known-buildings register).
 //! 7. **Foundations** — [`outcome`] (what a run produces: outcomes, timing, model info),
 //!    [`error`] (every error a caller or operator sees), [`request`] (building lists →
 //!    buildings), [`geo`] and [`centroid`] (web-mercator and footprint math), [`preprocess`]

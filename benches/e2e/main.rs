@@ -17,6 +17,7 @@ mod support;
 
 mod floor;
 mod function;
+mod geotiff;
 mod report;
 mod two_phase;
 mod world;
@@ -122,6 +123,8 @@ impl Measured {
 struct Bench {
     model: PathBuf,
     ort_library: PathBuf,
+    /// The GeoTIFF case's COG (`BENCH_COG`), if made.
+    cog: Option<PathBuf>,
     defaults: Defaults,
     cases: [Case; 2],
 }
@@ -131,9 +134,13 @@ type Main = Vec<(Measured, Measured)>;
 
 impl Bench {
     fn new(model: PathBuf, ort_library: PathBuf) -> Self {
+        let cog = std::env::var_os("BENCH_COG")
+            .map(PathBuf::from)
+            .filter(|p| p.is_file());
         Self {
             model,
             ort_library,
+            cog,
             defaults: defaults(),
             cases: [world::neighbourhood(), world::town()],
         }
@@ -156,6 +163,8 @@ impl Bench {
         );
 
         let variants = Arc::new(world::tile_variants());
+        let mean_tile_bytes =
+            variants.iter().map(|v| v.len() as f64).sum::<f64>() / variants.len() as f64;
         let decode = decode_ms(&variants);
         println!(
             "- tiles: {} aerial-looking 256×256 JPEGs (q85), {} KB; decode {:.2} ms each on one core",
@@ -202,6 +211,23 @@ impl Bench {
             .expect("tokio runtime");
         let baseline = self.two_phase(&rt, &model, imagery, &main);
         drop(model);
+        match &self.cog {
+            Some(cog) => {
+                let bytes = std::fs::read(cog).expect("the bench COG");
+                services.s3.put(function::BUCKET, geotiff::COG_KEY, &bytes);
+                drop(bytes);
+                let layout = geotiff::Layout::read(cog);
+                geotiff::run(
+                    &services,
+                    &self.cases,
+                    &main,
+                    &layout,
+                    chip,
+                    mean_tile_bytes,
+                );
+            }
+            None => println!("(no bench COG: run `make bench` for the GeoTIFF case)\n"),
+        }
         if !quick {
             self.sweep(&services, &main);
         }

@@ -3,7 +3,7 @@
 //! Parsing is a pure function of a lookup (`from_lookup`), so every default and every
 //! rejection — the tile template's and the register's included — is unit-tested without
 //! touching the process environment. It owns names, defaults and range checks, and builds the
-//! settings types of the layers below (`TileTemplate`, `BlobUri`, `RegistrySettings`); those
+//! settings types of the layers below (`SourceSpec`, `BlobUri`, `RegistrySettings`); those
 //! layers never read the environment or import this module. It does not open files or reach
 //! the network.
 

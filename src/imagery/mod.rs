@@ -320,3 +320,48 @@ fn plan_template(template: &TileTemplate, windows: &[ChipWindow]) -> RequestPlan
     }
     plan
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geo::to_pixel;
+
+    fn imagery(gsd_m: Option<f64>) -> Imagery {
+        let fetcher = Fetcher::new(fetch::FetchSettings {
+            timeout: std::time::Duration::from_secs(1),
+            retries: 0,
+            max_bytes: 1024,
+            headers: Vec::new(),
+            max_connections: 1,
+        })
+        .unwrap();
+        let template = TileTemplate::parse("https://t/{z}/{x}/{y}.png").unwrap();
+        Imagery::new(template, fetcher, 19, 64, 0).with_ground_resolution(gsd_m)
+    }
+
+    #[test]
+    fn chip_gsd_m_picks_the_zoom_at_least_that_fine_and_the_window_of_that_ground_size() {
+        let p = LatLon::new(52.2297, 21.0122).unwrap();
+        assert_eq!(imagery(None).window(p), ChipWindow::centred_on(p, 19, 64));
+        // At 52.23° N: zoom 18 is 0.366 m a pixel, zoom 17 0.732 m.
+        let w = imagery(Some(0.5)).window(p);
+        assert_eq!(w.zoom, 18);
+        let ground = f64::from(w.size) * metres_per_pixel(p.lat, w.zoom);
+        assert!(
+            (ground - 64.0 * 0.5).abs() <= metres_per_pixel(p.lat, 18) / 2.0,
+            "{ground} m"
+        );
+        let (x, y) = to_pixel(p, w.zoom);
+        let (cx, cy) = w.centre();
+        assert!((cx - x).abs() <= 0.5 && (cy - y).abs() <= 0.5);
+        // The coarsest allowed (1 km a pixel): zoom 7 here (749 m; zoom 6 is 1,497 m).
+        let coarse = imagery(Some(1000.0)).window(p).zoom;
+        assert!(
+            metres_per_pixel(p.lat, coarse) <= 1000.0
+                && metres_per_pixel(p.lat, coarse - 1) > 1000.0
+        );
+        // Exactly a zoom's resolution: that zoom, CHIP_SIZE pixels.
+        let exact = imagery(Some(metres_per_pixel(p.lat, 17))).window(p);
+        assert_eq!((exact.zoom, exact.size), (17, 64));
+    }
+}
