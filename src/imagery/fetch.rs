@@ -258,10 +258,12 @@ async fn read_file_range(path: &str, range: Range<u64>) -> Result<Bytes, Buildin
     let unavailable = |e: std::io::Error| {
         BuildingError::new(
             ErrorCode::ImageUnavailable,
-            format!("file://{path} bytes {}-{}: {e}", range.start, range.end),
+            format!("file://{path} bytes {}-{}: {e}", range.start, range.end - 1),
         )
     };
-    let mut file = tokio::fs::File::open(path).await.map_err(unavailable)?;
+    let mut file = tokio::fs::File::open(path).await.map_err(|e| {
+        BuildingError::new(ErrorCode::ImageUnavailable, format!("file://{path}: {e}"))
+    })?;
     file.seek(std::io::SeekFrom::Start(range.start))
         .await
         .map_err(unavailable)?;

@@ -540,12 +540,25 @@ pub fn warp(
     for layer in layers {
         let level = &layer.header.levels[layer.grid.level];
         let (tw, th) = (level.tile_width, level.tile_height);
-        let tiles: HashMap<(u32, u32), &Image> = parts[layer.parts.clone()]
-            .iter()
-            .map(|&(image, col, row)| ((col as u32, row as u32), image))
-            .collect();
+        // The layer's tiles in a small dense grid: a lookup per sampled pixel, four per chip
+        // pixel, must not hash.
+        let mine = &parts[layer.parts.clone()];
+        let (c0, r0) = (
+            mine.iter().map(|p| p.1).min().unwrap_or(0),
+            mine.iter().map(|p| p.2).min().unwrap_or(0),
+        );
+        let across = mine.iter().map(|p| p.1).max().unwrap_or(0) - c0 + 1;
+        let down = mine.iter().map(|p| p.2).max().unwrap_or(0) - r0 + 1;
+        let mut tiles: Vec<Option<&Image>> = vec![None; (across * down) as usize];
+        for &(image, col, row) in mine {
+            tiles[((row - r0) * across + (col - c0)) as usize] = Some(image);
+        }
         let pixel = |c: u32, r: u32| {
-            let tile = tiles.get(&(c / tw, r / th))?;
+            let (col, row) = (i64::from(c / tw) - c0, i64::from(r / th) - r0);
+            if col < 0 || row < 0 || col >= across || row >= down {
+                return None;
+            }
+            let tile = tiles[(row * across + col) as usize]?;
             let (x, y) = (c % tw, r % th);
             let px = tile.rgb.get_pixel_checked(x, y)?.0;
             let valid = tile
