@@ -330,6 +330,23 @@ def main(out_dir):
               photometric="RGB", alpha=True)
     files["world_2180.tif"] = {"crs": 2180}
 
+    rgb, valid, t = reprojected(CRS.from_epsg(4326), 0.75 / 111320)
+    rgb[:, valid == 0] = 0
+    write_cog(os.path.join(out_dir, "world_4326.tif"), rgb, CRS.from_epsg(4326), t, profile("deflate"))
+    files["world_4326.tif"] = {"crs": 4326}
+
+    # GDAL_NODATA=0: the region's left quarter is zeros, "no data".
+    blank = region.copy()
+    blank[:, :, : SIDE // 4] = 0
+    with MemoryFile() as mem:
+        with mem.open(driver="GTiff", width=SIDE, height=SIDE, count=3, dtype="uint8", crs=CRS.from_epsg(3857),
+                      transform=t3857, nodata=0) as src:
+            src.write(blank)
+        with mem.open() as src:
+            cog_translate(src, os.path.join(out_dir, "world_3857_nodata.tif"), profile("deflate"),
+                          overview_level=2, in_memory=True, quiet=True)
+    files["world_3857_nodata.tif"] = {"crs": 3857}
+
     rgb, valid, t = reprojected(CRS.from_epsg(32634), 0.75)
     write_cog(os.path.join(out_dir, "world_32634.tif"), rgb, CRS.from_epsg(32634), t,
               profile("jpeg", quality=90), mask=valid)

@@ -219,6 +219,7 @@ async fn jpeg_and_reprojected_cogs_agree_with_the_world_within_resampling_error(
         ("world_3857_jpeg.tif", &ON_DATA[..]),
         ("world_2180.tif", &ON_DATA[..]),
         ("world_32634.tif", &ON_DATA[..]),
+        ("world_4326.tif", &ON_DATA[..]),
     ] {
         let maker = maker(&fx.url(file), 17, None, 0).await.unwrap();
         for name in samples {
@@ -250,6 +251,7 @@ async fn chips_agree_with_rio_tiler_reading_the_same_windows() {
         "world_3857_jpeg.tif",
         "world_2180.tif",
         "world_32634.tif",
+        "world_4326.tif",
     ];
     for file in files {
         for name in ["centre", "tile_corner", "east", "south", "zoom16"] {

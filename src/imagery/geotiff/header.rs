@@ -15,8 +15,11 @@ use super::Location;
 use super::crs::Crs;
 use super::read::{HEADER_PREFETCH, HeaderFetch};
 
-/// Largest internal tile side we decode (COGs use 256 or 512): bounds a tile's memory.
+/// Largest internal tile side we decode (COGs use 256 or 512).
 pub const MAX_TILE_SIDE: u32 = 2048;
+/// Largest decoded tile (side × side × bands): what one decode may allocate, whatever the
+/// compressed bytes claim.
+pub const MAX_TILE_BYTES: u64 = 16 << 20;
 /// Most bands a file may have (NAIP has 4; multispectral files a dozen).
 pub const MAX_BANDS: u16 = 16;
 /// Most image directories we read (a COG has one per level, and one per mask level).
@@ -90,7 +93,7 @@ pub struct Header {
     pub bands: Bands,
     /// `GDAL_NODATA`: pixels whose every chosen band equals it hold no data.
     pub nodata: Option<u8>,
-    /// Bytes the header took (its requests are counted by the reader).
+    /// Header bytes read (≈ the memory its directories take; the header cache's measure).
     pub header_bytes: u64,
 }
 
@@ -129,7 +132,7 @@ impl Header {
                 return Err(invalid(format!("more than {MAX_IFDS} image directories")));
             }
         }
-        let header_bytes = reader.next_ifd_offset().unwrap_or(HEADER_PREFETCH);
+        let header_bytes = fetch.bytes_read().await;
         Self::from_ifds(location.clone(), ifds, bands, header_bytes)
             .map(Arc::new)
             .map_err(invalid)

@@ -34,8 +34,10 @@ pub use location::Location;
 use read::{Counters, HeaderFetch, RangeReader};
 use warp::Grid;
 
-/// Headers kept per sandbox: a mosaic's files are opened as buildings need them.
+/// Headers kept per sandbox: a mosaic's files are opened as buildings need them. A COG's
+/// header is a few KiB; the byte bound keeps a mosaic of unusually large ones in check.
 const HEADER_CACHE: usize = 512;
+const HEADER_CACHE_BYTES: u64 = 64 << 20;
 /// Ranges closer than this are read in one request: a few KiB more is cheaper than a request.
 const MERGE_GAP: u64 = 16 * 1024;
 /// Files a mosaic chip may be read from: the one containing the building and up to this many
@@ -240,6 +242,11 @@ impl GeoTiffSource {
         let header = Header::read(&fetch, self.bands).await?;
         if let Ok(mut cache) = self.headers.lock() {
             cache.put(location.clone(), Arc::clone(&header));
+            while cache.iter().map(|(_, h)| h.header_bytes).sum::<u64>() > HEADER_CACHE_BYTES
+                && cache.len() > 1
+            {
+                cache.pop_lru();
+            }
         }
         Ok(header)
     }

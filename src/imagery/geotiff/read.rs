@@ -162,6 +162,11 @@ impl HeaderFetch {
         }
     }
 
+    /// How many bytes of the file were read.
+    pub async fn bytes_read(&self) -> u64 {
+        self.state.lock().await.0.len() as u64
+    }
+
     /// The bytes read so far (the first read tells a TIFF from anything else).
     pub async fn prefix(&self, len: u64) -> Result<Bytes, BuildingError> {
         self.fetch_bytes(0..len).await
