@@ -238,7 +238,7 @@ impl Imagery {
                 header,
                 ranges,
                 tiles,
-            } => geotiff::decode_tiles(header, ranges, bytes, tiles),
+            } => geotiff::decode::unit(header, ranges, bytes, tiles),
         };
         decoded
             .into_iter()
@@ -285,7 +285,7 @@ impl Imagery {
                     parts.iter().map(|(i, x, y)| (&i.rgb, *x, *y)).collect();
                 Ok(chip::stitch(&rgb, *size))
             }
-            Compose::Warp(layers) => geotiff::warp(layers, parts),
+            Compose::Warp(layers) => geotiff::warp::compose(layers, parts),
             Compose::Fail(error) => Err(error.clone()),
         }
     }

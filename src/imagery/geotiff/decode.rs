@@ -7,12 +7,15 @@
 //! and its `GDAL_NODATA` value (every chosen band equal to it means no data).
 
 use std::io::{Cursor, Read};
+use std::ops::Range;
 
 use async_tiff::tags::{Compression, PhotometricInterpretation, Predictor};
 use image::{GrayImage, RgbImage};
 
 use super::header::{Header, Level};
+use crate::error::{BuildingError, ErrorCode};
 use crate::imagery::Image;
+use crate::imagery::plan::TileBytes;
 
 /// Decodes tile bytes `data` (and its mask tile's bytes `mask`) of `level`.
 pub fn tile(
@@ -81,6 +84,51 @@ pub fn tile(
         }
     }
     Ok(Image { rgb, valid })
+}
+
+/// Decodes every tile of a fetched unit. CPU work: call it from a blocking thread.
+pub fn unit(
+    header: &Header,
+    ranges: &[Range<u64>],
+    bytes: &[bytes::Bytes],
+    tiles: &[TileBytes],
+) -> Vec<Result<Image, BuildingError>> {
+    let slice = |r: &Range<u64>| -> Option<&[u8]> {
+        ranges.iter().zip(bytes).find_map(|(have, b)| {
+            (have.start <= r.start && r.end <= have.end)
+                .then(|| &b[(r.start - have.start) as usize..(r.end - have.start) as usize])
+        })
+    };
+    tiles
+        .iter()
+        .map(|t| {
+            let level = &header.levels[t.level];
+            if t.data.end <= t.data.start {
+                // A sparse tile: GDAL writes none for areas without data.
+                return Ok(Image::empty(level.tile_width, level.tile_height));
+            }
+            let data = slice(&t.data);
+            let mask = t.mask.as_ref().and_then(slice);
+            let data = data.ok_or_else(|| {
+                BuildingError::new(
+                    ErrorCode::ImageInvalid,
+                    format!("{}: a tile's bytes were not read (a bug)", header.location),
+                )
+            })?;
+            tile(header, level, data, mask).map_err(|why| {
+                BuildingError::new(
+                    ErrorCode::ImageInvalid,
+                    format!(
+                        "{}: level {} tile at bytes {}-{}: {why}",
+                        header.location,
+                        t.level,
+                        t.data.start,
+                        t.data.end - 1
+                    ),
+                )
+            })
+        })
+        .collect()
 }
 
 /// Exactly `expected` bytes of decompressed tile data, or why not. Never allocates more than

@@ -13,7 +13,7 @@ use async_tiff::tags::{
 
 use super::Location;
 use super::crs::Crs;
-use super::read::{HEADER_PREFETCH, HeaderFetch};
+use super::read::HeaderFetch;
 
 /// Largest internal tile side we decode (COGs use 256 or 512).
 pub const MAX_TILE_SIDE: u32 = 2048;

@@ -3,15 +3,17 @@
 //!
 //! `location` names files; `read` fetches byte ranges (and a header in few requests); `header`
 //! reads and checks a file's directories once per sandbox (async-tiff parses them); `index`
-//! finds the file covering a building; `warp` maps chip pixels into a file's pixels; `decode`
-//! turns a tile's bytes into pixels. This module plans a request: which internal tiles its
-//! chips need (each once, cached ones from the warm cache, adjacent ones in one request).
+//! finds the files covering a building; `warp` maps chip pixels into a file's pixels and
+//! composes the chip; `decode` turns a tile's bytes into pixels; `ranges` merges adjacent
+//! tiles' bytes into one request. This module plans a request: which internal tiles its chips
+//! need (each once, cached ones from the warm cache).
 
 pub mod crs;
 pub mod decode;
 pub mod header;
 pub mod index;
 pub mod location;
+pub mod ranges;
 pub mod read;
 pub mod warp;
 
@@ -24,13 +26,13 @@ use lru::LruCache;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::Image;
 use super::plan::{ChipPlan, Compose, Layer, RequestPlan, TileBytes, Unit, UnitFetch};
 use crate::error::{BuildingError, ErrorCode};
 use crate::geo::{ChipWindow, LatLon, from_pixel};
 pub use header::Header;
 use index::MosaicIndex;
 pub use location::Location;
+use ranges::{merge, ranges_of};
 use read::{Counters, HeaderFetch, RangeReader};
 use warp::Grid;
 
@@ -38,14 +40,9 @@ use warp::Grid;
 /// header is a few KiB; the byte bound keeps a mosaic of unusually large ones in check.
 const HEADER_CACHE: usize = 512;
 const HEADER_CACHE_BYTES: u64 = 64 << 20;
-/// Ranges closer than this are read in one request: a few KiB more is cheaper than a request.
-const MERGE_GAP: u64 = 16 * 1024;
 /// Files a mosaic chip may be read from: the one containing the building and up to this many
 /// less one neighbours, for the pixels it lacks.
 const MAX_LAYERS: usize = 4;
-/// A chip with less of its area on data than this is `no_coverage`: a prediction on mostly
-/// black pixels would be a guess.
-pub const MIN_COVERAGE: f64 = 0.5;
 
 /// Which files there are.
 enum Files {
@@ -379,7 +376,8 @@ impl GeoTiffSource {
         for location in file_order {
             let members = &by_file[&location];
             let header = Arc::clone(&tiles[members[0]].0);
-            for (images, ranges) in merge(members, &tiles, self.max_request) {
+            let ranges_of_tile = |i: usize| ranges_of(&tiles[i].1);
+            for (images, ranges) in merge(members, ranges_of_tile, self.max_request) {
                 units.push(Unit {
                     fetch: UnitFetch::Tiles {
                         header: Arc::clone(&header),
@@ -423,174 +421,4 @@ impl GeoTiffSource {
         }
         Ok(out)
     }
-}
-
-/// The ranges holding a tile's bytes (its data, and its mask if any); empty tiles have none.
-fn ranges_of(t: &TileBytes) -> Vec<Range<u64>> {
-    std::iter::once(t.data.clone())
-        .chain(t.mask.clone())
-        .filter(|r| r.end > r.start)
-        .collect()
-}
-
-/// Groups `members` (indexes into `tiles`, all of one file) into units: ranges closer than
-/// [`MERGE_GAP`] are merged (up to `max_request` bytes), and tiles sharing a merged range end
-/// up in one unit.
-fn merge(
-    members: &[usize],
-    tiles: &[(Arc<Header>, TileBytes)],
-    max_request: u64,
-) -> Vec<(Vec<usize>, Vec<Range<u64>>)> {
-    let mut pieces: Vec<(Range<u64>, usize)> = members
-        .iter()
-        .flat_map(|&i| ranges_of(&tiles[i].1).into_iter().map(move |r| (r, i)))
-        .collect();
-    pieces.sort_by_key(|(r, _)| (r.start, r.end));
-    // Union-find over tiles.
-    let mut parent: HashMap<usize, usize> = members.iter().map(|&i| (i, i)).collect();
-    fn root(parent: &mut HashMap<usize, usize>, mut i: usize) -> usize {
-        while parent[&i] != i {
-            let up = parent[&parent[&i]];
-            parent.insert(i, up);
-            i = up;
-        }
-        i
-    }
-    let mut merged: Vec<(Range<u64>, usize)> = Vec::new();
-    for (range, tile) in pieces {
-        if let Some((last, owner)) = merged.last_mut()
-            && range.start <= last.end + MERGE_GAP
-            && range.end.max(last.end) - last.start <= max_request
-        {
-            last.end = last.end.max(range.end);
-            let (a, b) = (root(&mut parent, *owner), root(&mut parent, tile));
-            parent.insert(a, b);
-            *owner = b;
-            continue;
-        }
-        merged.push((range, tile));
-    }
-    let mut groups: HashMap<usize, (Vec<usize>, Vec<Range<u64>>)> = HashMap::new();
-    for &i in members {
-        let r = root(&mut parent, i);
-        groups.entry(r).or_default().0.push(i);
-    }
-    for (range, owner) in merged {
-        let r = root(&mut parent, owner);
-        groups.entry(r).or_default().1.push(range);
-    }
-    // Tiles with no bytes (sparse files) still need a unit to be delivered (as empty tiles).
-    let mut out: Vec<_> = groups.into_values().collect();
-    out.sort_by_key(|(images, _)| images.iter().min().copied());
-    out
-}
-
-/// Decodes every tile of a fetched unit. CPU work: call it from a blocking thread.
-pub fn decode_tiles(
-    header: &Header,
-    ranges: &[Range<u64>],
-    bytes: &[bytes::Bytes],
-    tiles: &[TileBytes],
-) -> Vec<Result<Image, BuildingError>> {
-    let slice = |r: &Range<u64>| -> Option<&[u8]> {
-        ranges.iter().zip(bytes).find_map(|(have, b)| {
-            (have.start <= r.start && r.end <= have.end)
-                .then(|| &b[(r.start - have.start) as usize..(r.end - have.start) as usize])
-        })
-    };
-    tiles
-        .iter()
-        .map(|t| {
-            let level = &header.levels[t.level];
-            if t.data.end <= t.data.start {
-                // A sparse tile: GDAL writes none for areas without data.
-                return Ok(Image::empty(level.tile_width, level.tile_height));
-            }
-            let data = slice(&t.data);
-            let mask = t.mask.as_ref().and_then(slice);
-            let data = data.ok_or_else(|| {
-                BuildingError::new(
-                    ErrorCode::ImageInvalid,
-                    format!("{}: a tile's bytes were not read (a bug)", header.location),
-                )
-            })?;
-            decode::tile(header, level, data, mask).map_err(|why| {
-                BuildingError::new(
-                    ErrorCode::ImageInvalid,
-                    format!(
-                        "{}: level {} tile at bytes {}-{}: {why}",
-                        header.location,
-                        t.level,
-                        t.data.start,
-                        t.data.end - 1
-                    ),
-                )
-            })
-        })
-        .collect()
-}
-
-/// Makes a chip from its layers' tiles: samples each layer where the ones before it left no
-/// data, then checks the coverage.
-pub fn warp(
-    layers: &[Layer],
-    parts: &[(&Image, i64, i64)],
-) -> Result<image::RgbImage, BuildingError> {
-    let Some(size) = layers.first().map(|l| l.grid.size) else {
-        return Err(BuildingError::new(
-            ErrorCode::NoCoverage,
-            "no file covers this building",
-        ));
-    };
-    let mut chip = image::RgbImage::new(size, size);
-    let mut filled = vec![false; (size * size) as usize];
-    for layer in layers {
-        let level = &layer.header.levels[layer.grid.level];
-        let (tw, th) = (level.tile_width, level.tile_height);
-        // The layer's tiles in a small dense grid: a lookup per sampled pixel, four per chip
-        // pixel, must not hash.
-        let mine = &parts[layer.parts.clone()];
-        let (c0, r0) = (
-            mine.iter().map(|p| p.1).min().unwrap_or(0),
-            mine.iter().map(|p| p.2).min().unwrap_or(0),
-        );
-        let across = mine.iter().map(|p| p.1).max().unwrap_or(0) - c0 + 1;
-        let down = mine.iter().map(|p| p.2).max().unwrap_or(0) - r0 + 1;
-        let mut tiles: Vec<Option<&Image>> = vec![None; (across * down) as usize];
-        for &(image, col, row) in mine {
-            tiles[((row - r0) * across + (col - c0)) as usize] = Some(image);
-        }
-        let pixel = |c: u32, r: u32| {
-            let (col, row) = (i64::from(c / tw) - c0, i64::from(r / th) - r0);
-            if col < 0 || row < 0 || col >= across || row >= down {
-                return None;
-            }
-            let tile = tiles[(row * across + col) as usize]?;
-            let (x, y) = (c % tw, r % th);
-            let px = tile.rgb.get_pixel_checked(x, y)?.0;
-            let valid = tile
-                .valid
-                .as_ref()
-                .is_none_or(|m| m.get_pixel(x, y).0[0] > 0);
-            Some((px, valid))
-        };
-        layer.grid.sample(level, pixel, &mut chip, &mut filled);
-    }
-    let coverage = filled.iter().filter(|f| **f).count() as f64 / filled.len() as f64;
-    if coverage < MIN_COVERAGE {
-        let files: Vec<String> = layers
-            .iter()
-            .map(|l| l.header.location.to_string())
-            .collect();
-        return Err(BuildingError::new(
-            ErrorCode::NoCoverage,
-            format!(
-                "{} has data for {:.0} % of this building's chip (at least {:.0} % needed)",
-                files.join(" + "),
-                coverage * 100.0,
-                MIN_COVERAGE * 100.0
-            ),
-        ));
-    }
-    Ok(chip)
 }

@@ -13,7 +13,14 @@
 use image::RgbImage;
 
 use super::header::{Header, Level};
+use crate::error::{BuildingError, ErrorCode};
 use crate::geo::{ChipWindow, from_pixel};
+use crate::imagery::Image;
+use crate::imagery::plan::Layer;
+
+/// A chip with less of its area on data than this is `no_coverage`: a prediction on mostly
+/// black pixels would be a guess.
+pub const MIN_COVERAGE: f64 = 0.5;
 
 /// Grid lines per side of the projected grid (9 × 9 points for any chip size).
 pub const NODES: usize = 8;
@@ -162,4 +169,69 @@ impl Grid {
             }
         }
     }
+}
+
+/// Makes a chip from its layers' tiles: samples each layer where the ones before it left no
+/// data, then checks the coverage.
+pub fn compose(
+    layers: &[Layer],
+    parts: &[(&Image, i64, i64)],
+) -> Result<image::RgbImage, BuildingError> {
+    let Some(size) = layers.first().map(|l| l.grid.size) else {
+        return Err(BuildingError::new(
+            ErrorCode::NoCoverage,
+            "no file covers this building",
+        ));
+    };
+    let mut chip = image::RgbImage::new(size, size);
+    let mut filled = vec![false; (size * size) as usize];
+    for layer in layers {
+        let level = &layer.header.levels[layer.grid.level];
+        let (tw, th) = (level.tile_width, level.tile_height);
+        // The layer's tiles in a small dense grid: a lookup per sampled pixel, four per chip
+        // pixel, must not hash.
+        let mine = &parts[layer.parts.clone()];
+        let (c0, r0) = (
+            mine.iter().map(|p| p.1).min().unwrap_or(0),
+            mine.iter().map(|p| p.2).min().unwrap_or(0),
+        );
+        let across = mine.iter().map(|p| p.1).max().unwrap_or(0) - c0 + 1;
+        let down = mine.iter().map(|p| p.2).max().unwrap_or(0) - r0 + 1;
+        let mut tiles: Vec<Option<&Image>> = vec![None; (across * down) as usize];
+        for &(image, col, row) in mine {
+            tiles[((row - r0) * across + (col - c0)) as usize] = Some(image);
+        }
+        let pixel = |c: u32, r: u32| {
+            let (col, row) = (i64::from(c / tw) - c0, i64::from(r / th) - r0);
+            if col < 0 || row < 0 || col >= across || row >= down {
+                return None;
+            }
+            let tile = tiles[(row * across + col) as usize]?;
+            let (x, y) = (c % tw, r % th);
+            let px = tile.rgb.get_pixel_checked(x, y)?.0;
+            let valid = tile
+                .valid
+                .as_ref()
+                .is_none_or(|m| m.get_pixel(x, y).0[0] > 0);
+            Some((px, valid))
+        };
+        layer.grid.sample(level, pixel, &mut chip, &mut filled);
+    }
+    let coverage = filled.iter().filter(|f| **f).count() as f64 / filled.len() as f64;
+    if coverage < MIN_COVERAGE {
+        let files: Vec<String> = layers
+            .iter()
+            .map(|l| l.header.location.to_string())
+            .collect();
+        return Err(BuildingError::new(
+            ErrorCode::NoCoverage,
+            format!(
+                "{} has data for {:.0} % of this building's chip (at least {:.0} % needed)",
+                files.join(" + "),
+                coverage * 100.0,
+                MIN_COVERAGE * 100.0
+            ),
+        ));
+    }
+    Ok(chip)
 }
