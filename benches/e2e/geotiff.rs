@@ -139,10 +139,15 @@ pub fn run(
             format!("{:.2}", warm_ms.median / xyz_ms),
         ]);
         println!(
-            "({}, COG: cold {:.0} ms in {} ranged GETs; the header was read at init)",
+            "({}: tile server warm {xyz_ms:.0} ms; COG cold {:.0} ms in {} ranged GETs (the \
+             header was read at init), warm {:.0} ms, {:.0} GETs, {:.0} KB = {:.2} × covered)",
             case.name,
             m.cold.timing.total_ms,
             m.cold.timing.range_requests.unwrap_or(0),
+            warm_ms.median,
+            m.warm_stat(ranges).median,
+            read / 1024.0,
+            read / covered as f64,
         );
     }
     table.print();

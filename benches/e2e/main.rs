@@ -43,6 +43,7 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
+    let geotiff_only = args.iter().any(|a| a == "--geotiff");
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let model = std::env::var_os("BENCH_MODEL")
         .map_or_else(|| root.join(".bench/resnet18_128.onnx"), PathBuf::from);
@@ -64,6 +65,8 @@ fn main() {
             .map(|(k, v)| (k, v.to_string()))
             .collect();
         bench.profile(runs, &settings);
+    } else if geotiff_only {
+        bench.geotiff_only();
     } else {
         bench.run(quick);
     }
@@ -237,6 +240,39 @@ impl Bench {
             load_average(),
             started.elapsed().as_secs_f64()
         );
+    }
+
+    /// `-- --geotiff`: the main cases (the tile server's figures) and the GeoTIFF case only.
+    fn geotiff_only(&self) {
+        let Some(cog) = &self.cog else {
+            eprintln!("no bench COG: run `make bench BENCH_ARGS=--geotiff` (it makes it)");
+            std::process::exit(2);
+        };
+        println!("# tilepredict benchmark: the GeoTIFF case\n");
+        println!("- machine: {}", machine());
+        println!("- load average at start: {}\n", load_average());
+        let variants = Arc::new(world::tile_variants());
+        let mean_tile_bytes =
+            variants.iter().map(|v| v.len() as f64).sum::<f64>() / variants.len() as f64;
+        let services = Services::start(&self.model, self.ort_library.clone(), variants);
+        let main = self.main_cases(&services);
+        let bytes = std::fs::read(cog).expect("the bench COG");
+        services.s3.put(function::BUCKET, geotiff::COG_KEY, &bytes);
+        drop(bytes);
+        let chip = floor::Ort::load(&self.ort_library, &self.model)
+            .model(1)
+            .shape
+            .width as u32;
+        let layout = geotiff::Layout::read(cog);
+        geotiff::run(
+            &services,
+            &self.cases,
+            &main,
+            &layout,
+            chip,
+            mean_tile_bytes,
+        );
+        println!("load average at end: {}", load_average());
     }
 
     /// `-- --profile N [NAME=VALUE…]`: one function process with the defaults (tile cache off)
