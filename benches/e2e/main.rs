@@ -174,7 +174,7 @@ impl Bench {
         let started_session = Instant::now();
         let model = ort.model(d.threads);
         let session_ms = ms(started_session.elapsed());
-        let chip = model.shape.width as u32;
+        let chip = model.input.width as u32;
         let tile_url = format!("{}/{{z}}/{{x}}/{{y}}.jpg", services.tiles.base_url());
         let imagery = Arc::new(two_phase::imagery(&tile_url, chip, d.concurrency));
         let unique: Vec<usize> = self

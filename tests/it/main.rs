@@ -32,6 +32,7 @@ mod imagery;
 mod imagery_lambda;
 mod lambda_e2e;
 mod model_source;
+mod models_lambda;
 mod operability_lambda;
 mod properties;
 mod registry;
