@@ -95,11 +95,13 @@ test: ort
 # onnxruntime (its quantization tools, and the same ONNX Runtime release the function runs).
 ONNX_PY_VERSION := 1.23.2
 NUMPY_VERSION := 2.4.6
-MODEL_TOOLS := $(VENV)/.model-tools-$(ONNX_PY_VERSION)-$(NUMPY_VERSION)-$(ORT_VERSION)
+# sympy: onnxruntime's quantization preprocessing runs symbolic shape inference with it.
+SYMPY_VERSION := 1.14.0
+MODEL_TOOLS := $(VENV)/.model-tools-$(ONNX_PY_VERSION)-$(NUMPY_VERSION)-$(ORT_VERSION)-$(SYMPY_VERSION)
 
 $(MODEL_TOOLS): | $(VENV_PYTHON)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check onnx==$(ONNX_PY_VERSION) \
-	  numpy==$(NUMPY_VERSION) onnxruntime==$(ORT_VERSION)
+	  numpy==$(NUMPY_VERSION) onnxruntime==$(ORT_VERSION) sympy==$(SYMPY_VERSION)
 	touch $@
 
 ## bench: the end-to-end benchmark on loopback (release build): ONNX Runtime alone, init,

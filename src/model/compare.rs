@@ -21,12 +21,39 @@ pub struct Comparison {
     /// Time inside ONNX Runtime, summed over the batches (after one warm-up batch each).
     pub reference_time: Duration,
     pub other_time: Duration,
+    /// Each chip's probabilities from both models (reference, other), for other measures.
+    pub rows: Vec<(Vec<f32>, Vec<f32>)>,
 }
 
 impl Comparison {
     /// The share of chips with the same answer, in percent.
     pub fn agreement_percent(&self) -> f64 {
         100.0 * self.same as f64 / self.chips.max(1) as f64
+    }
+
+    /// For two-label models: the share of chips (percent) on the same side of a threshold
+    /// placed at the reference's median probability of `label`, and that threshold. Half the
+    /// chips then sit on each side, as close to the boundary as the data allows: the hardest
+    /// threshold for a quantized model to agree with, whatever the model's own threshold.
+    pub fn agreement_at_median(&self, label: usize) -> (f64, f32) {
+        let mut reference: Vec<f32> = self.rows.iter().map(|(a, _)| a[label]).collect();
+        reference.sort_by(f32::total_cmp);
+        let median = reference.get(reference.len() / 2).copied().unwrap_or(0.5);
+        let same = self
+            .rows
+            .iter()
+            .filter(|(a, b)| (a[label] >= median) == (b[label] >= median))
+            .count();
+        (100.0 * same as f64 / self.rows.len().max(1) as f64, median)
+    }
+
+    /// The reference's lowest and highest probability of `label`.
+    pub fn spread(&self, label: usize) -> (f32, f32) {
+        self.rows
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(lo, hi), (a, _)| {
+                (lo.min(a[label]), hi.max(a[label]))
+            })
     }
 }
 
@@ -65,6 +92,7 @@ pub fn compare(
         largest_at: (0, 0, 0.0, 0.0),
         reference_time: Duration::ZERO,
         other_time: Duration::ZERO,
+        rows: Vec::with_capacity(total),
     };
     let run = |model: &Model, from: usize, count: usize| {
         let rows = model.input.fixed_batch.unwrap_or(count);
@@ -89,9 +117,10 @@ pub fn compare(
                     found.largest_at = (from + i, label, *x, *y);
                 }
             }
-            let da = reference.decision.decide(&reference.labels, pa);
-            let db = other.decision.decide(&other.labels, pb);
+            let da = reference.decision.decide(&reference.labels, pa.clone());
+            let db = other.decision.decide(&other.labels, pb.clone());
             found.same += usize::from(da.label == db.label && da.labels == db.labels);
+            found.rows.push((pa, pb));
         }
         from += count;
     }

@@ -418,15 +418,7 @@ mod tests {
     use settings::OutputKind;
 
     fn output(kind: OutputKind, classes: usize) -> OutputSpec {
-        OutputSpec {
-            name: "y".into(),
-            shape: vec![-1, classes as i64],
-            classes,
-            kind,
-            kind_source: Source::Graph,
-            output_source: Source::Shape,
-            producer: None,
-        }
+        OutputSpec::sample(kind, classes)
     }
 
     fn names(list: &[&str]) -> Vec<String> {

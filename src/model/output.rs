@@ -355,10 +355,9 @@ pub fn softmax(logits: &[f32]) -> Vec<f32> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn output(kind: OutputKind, classes: usize) -> OutputSpec {
+impl OutputSpec {
+    /// An output `"y"` of `classes` scores of `kind`, for unit tests.
+    pub fn sample(kind: OutputKind, classes: usize) -> Self {
         OutputSpec {
             name: "y".into(),
             shape: vec![-1, classes as i64],
@@ -368,6 +367,15 @@ mod tests {
             output_source: Source::Shape,
             producer: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(kind: OutputKind, classes: usize) -> OutputSpec {
+        OutputSpec::sample(kind, classes)
     }
 
     fn labels(n: usize) -> Vec<String> {

@@ -124,6 +124,17 @@ async fn run_compare(other: &str, chips: &str) -> Result<String, String> {
     let found = compare_models(a, b, &tensor, config.batch_size)?;
     let rate = |t: Duration| found.chips as f64 / t.as_secs_f64().max(1e-9);
     let (chip, label, pa, pb) = found.largest_at;
+    // With two labels, also the hardest threshold: the reference's median, half the chips on
+    // each side. A model whose chips sit far from its own threshold agrees there trivially.
+    let median = (a.labels.len() == 2).then(|| {
+        let (share, at) = found.agreement_at_median(1);
+        let (low, high) = found.spread(1);
+        format!(
+            "\n  same side of the median p({}) = {at:.4}: {share:.2} % (the reference's p({}) spans \
+             {low:.4}–{high:.4})",
+            a.labels[1], a.labels[1]
+        )
+    });
     Ok(format!(
         "compared on {} chips ({chips})\n  reference  {} ({} bytes)\n  other      {other} ({} \
          bytes)\n  same answer          {} of {} ({:.2} %)\n  largest |Δp|         {:.4} \
@@ -146,5 +157,5 @@ async fn run_compare(other: &str, chips: &str) -> Result<String, String> {
         rate(found.other_time) / rate(found.reference_time),
         a.input.fixed_batch.unwrap_or(config.batch_size),
         config.inference_threads,
-    ))
+    ) + &median.unwrap_or_default())
 }

@@ -61,17 +61,23 @@ fn event() -> Value {
     json!({ "buildings": buildings })
 }
 
-/// The answer of `bootstrap` with `model_name` (a fixture, or an absolute path) on every colour.
-fn answer(model_name: &str, tiles: &TileServer, extra: &[(&str, &str)]) -> Value {
-    let lambda = if model_name.starts_with('/') {
+/// `bootstrap` with `model_name` (a fixture, or an absolute path) on `tiles` at `ZOOM`.
+fn start(model_name: &str, tiles: &TileServer, extra: &[(&str, &str)]) -> LambdaProcess {
+    if model_name.starts_with('/') {
         let zoom = crate::support::function::ZOOM.to_string();
         let mut vars = vec![("TILE_ZOOM", zoom.as_str())];
         vars.extend_from_slice(extra);
         LambdaProcess::spawn(&env(model_name, &xyz(&tiles.base_url()), &vars))
     } else {
         spawn_on(model_name, tiles, extra)
-    };
-    let answer = lambda.invoke(&event(), 20_000).unwrap_response();
+    }
+}
+
+/// The answer of `bootstrap` with `model_name` on every colour.
+fn answer(model_name: &str, tiles: &TileServer, extra: &[(&str, &str)]) -> Value {
+    let answer = start(model_name, tiles, extra)
+        .invoke(&event(), 20_000)
+        .unwrap_response();
     assert_eq!(answer["failed"], 0, "{model_name}: {answer}");
     answer
 }
@@ -143,9 +149,10 @@ fn roof_expected() -> Vec<Vec<f64>> {
         .collect()
 }
 
-/// Asserts a warning log line's message holds `text`.
+/// Asserts a warning log line's message holds `text`. Init writes its warnings before the
+/// "model ready" line, which the child's log reader may not have reached yet.
 fn warned(lambda: &LambdaProcess, text: &str) {
-    let logs = lambda.logs();
+    let logs = lambda.logs_containing("\"model ready\"");
     let found = json_lines(&logs)
         .iter()
         .any(|l| l["level"] == "WARN" && l["message"].as_str().is_some_and(|m| m.contains(text)));
@@ -611,12 +618,7 @@ fn models_the_function_cannot_use_fail_init_naming_the_shapes_and_the_fix() {
         ),
     ];
     for (name, extra, want_type, says) in cases {
-        let lambda = if name.starts_with('/') {
-            LambdaProcess::spawn(&env(name, &xyz(&tiles.base_url()), &extra))
-        } else {
-            spawn_on(name, &tiles, &extra)
-        };
-        let (error_type, message) = init_error(lambda);
+        let (error_type, message) = init_error(start(name, &tiles, &extra));
         assert_eq!(error_type, want_type, "{name} {extra:?}: {message}");
         for s in says {
             assert!(
