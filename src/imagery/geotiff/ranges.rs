@@ -71,6 +71,8 @@ pub fn merge(
 }
 
 #[cfg(test)]
+// A tile's byte ranges are a list; one range in it is the common case, not a typo for a Range.
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
 
