@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use image::RgbImage;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -23,6 +24,10 @@ use crate::pipeline::assembly::ChipMaker;
 use crate::preprocess::Normalisation;
 use crate::registry::Registry;
 use crate::request::BuildingInput;
+
+/// Per building, the chip its prediction was made on, exactly as batched (before
+/// normalisation); `None` where no chip was made (a parse error, a failed image, the deadline).
+pub type Chips = Vec<Option<Arc<RgbImage>>>;
 
 /// Everything built once per sandbox.
 pub struct App {
@@ -151,11 +156,52 @@ impl App {
         cutoff: tokio::time::Instant,
         started: Instant,
     ) -> (Vec<Outcome>, Timing) {
+        let (outcomes, timing, _) = self.run(buildings, cutoff, started, false).await;
+        (outcomes, timing)
+    }
+
+    /// [`App::predict`], also giving back each building's chip (`chips[i]` for
+    /// `buildings[i]`), for answers and pages that show what the model saw.
+    pub async fn predict_with_chips(
+        &self,
+        buildings: &[BuildingInput],
+        cutoff: tokio::time::Instant,
+        started: Instant,
+    ) -> (Vec<Outcome>, Timing, Chips) {
+        self.run(buildings, cutoff, started, true).await
+    }
+
+    /// The chips' size: the model's input, width × height.
+    pub fn chip_dimensions(&self) -> (u32, u32) {
+        let shape = &self.pipeline.model.shape;
+        (shape.width as u32, shape.height as u32)
+    }
+
+    async fn run(
+        &self,
+        buildings: &[BuildingInput],
+        cutoff: tokio::time::Instant,
+        started: Instant,
+        keep_chips: bool,
+    ) -> (Vec<Outcome>, Timing, Chips) {
         let valid: Vec<_> = buildings
             .iter()
             .filter_map(|b| b.position.as_ref().ok().copied())
             .collect();
-        let output = self.pipeline.run(&valid, cutoff).await;
+        let output = if keep_chips {
+            self.pipeline.run_keeping_chips(&valid, cutoff).await
+        } else {
+            self.pipeline.run(&valid, cutoff).await
+        };
+        let chips: Chips = if keep_chips {
+            let mut kept = output.chips.into_iter();
+            buildings
+                .iter()
+                .map(|b| b.position.as_ref().ok().and_then(|_| kept.next().flatten()))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut results = output.results.into_iter();
         let mut outcomes: Vec<Outcome> = buildings
             .iter()
@@ -198,7 +244,7 @@ impl App {
                 .map(|r| if cold_start { r.info.load_ms } else { 0.0 }),
             registry_lookup_ms,
         };
-        (outcomes, timing)
+        (outcomes, timing, chips)
     }
 
     /// The registry, when `REGISTRY_URI` is set.

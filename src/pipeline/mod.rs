@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use image::RgbImage;
 use tokio::time::Instant;
 
 use crate::error::{BuildingError, ErrorCode};
@@ -51,6 +52,9 @@ pub struct Stats {
 pub struct Output {
     pub results: Vec<ChipResult>,
     pub stats: Stats,
+    /// With [`Pipeline::run_keeping_chips`], the chip each point was predicted on, exactly
+    /// as batched (before normalisation); `None` where no chip was made. Empty otherwise.
+    pub chips: Vec<Option<Arc<RgbImage>>>,
 }
 
 impl Pipeline {
@@ -63,6 +67,16 @@ impl Pipeline {
     /// is answered `deadline_exceeded`. Points with the same chip window (identical
     /// coordinates, or within a pixel's rounding) share one chip and one prediction.
     pub async fn run(&self, points: &[LatLon], cutoff: Instant) -> Output {
+        self.run_with(points, cutoff, false).await
+    }
+
+    /// [`Pipeline::run`], also keeping every chip in [`Output::chips`] (for people to see
+    /// what the model saw). Costs one copy of each chip, held until the run ends.
+    pub async fn run_keeping_chips(&self, points: &[LatLon], cutoff: Instant) -> Output {
+        self.run_with(points, cutoff, true).await
+    }
+
+    async fn run_with(&self, points: &[LatLon], cutoff: Instant, keep_chips: bool) -> Output {
         let mut first_of = HashMap::new();
         let mut unique = Vec::new();
         let slots: Vec<usize> = points
@@ -76,15 +90,21 @@ impl Pipeline {
                     })
             })
             .collect();
-        let output = self.run_unique(&unique, cutoff).await;
+        let output = self.run_unique(&unique, cutoff, keep_chips).await;
+        let chips = if keep_chips {
+            slots.iter().map(|&u| output.chips[u].clone()).collect()
+        } else {
+            Vec::new()
+        };
         Output {
             results: slots.iter().map(|&u| output.results[u].clone()).collect(),
             stats: output.stats,
+            chips,
         }
     }
 
     /// [`Pipeline::run`] for points whose chips all differ.
-    async fn run_unique(&self, points: &[LatLon], cutoff: Instant) -> Output {
+    async fn run_unique(&self, points: &[LatLon], cutoff: Instant, keep_chips: bool) -> Output {
         let started = Instant::now();
         let shape = &self.model.shape;
         let input_size = (shape.width as u32, shape.height as u32);
@@ -96,6 +116,7 @@ impl Pipeline {
         );
 
         let mut results: Vec<Option<ChipResult>> = vec![None; points.len()];
+        let mut kept = vec![None; if keep_chips { points.len() } else { 0 }];
         let mut stats = Stats::default();
         let mut received = 0;
         let mut last_chip = started;
@@ -115,6 +136,9 @@ impl Pipeline {
                     match chip {
                         Ok(chip) => {
                             last_chip = Instant::now();
+                            if keep_chips {
+                                kept[i] = Some(Arc::new(chip.clone()));
+                            }
                             batcher.push(i, chip);
                         }
                         Err(error) => results[i] = Some(Err(error)),
@@ -154,6 +178,10 @@ impl Pipeline {
                 })
             })
             .collect();
-        Output { results, stats }
+        Output {
+            results,
+            stats,
+            chips: kept,
+        }
     }
 }
