@@ -27,19 +27,27 @@ fn main() -> ExitCode {
 }
 
 async fn run() -> ExitCode {
-    tilepredict::logging::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(command) = Command::parse(&args) else {
-        eprintln!("{}", cli::USAGE);
-        return ExitCode::from(2);
+    let command = match Command::parse(&args) {
+        Ok(command) => command,
+        Err(problem) => {
+            eprintln!("{problem}\n\n{}", cli::USAGE);
+            return ExitCode::from(2);
+        }
     };
+    tilepredict::logging::init_with_default(command.default_log_level());
+    if let Command::Predict(args) = command {
+        return cli::predict::main(args, init()).await;
+    }
     let app = match init().await {
         Ok(app) => app,
         Err(error) => {
             tracing::error!(error_type = error.error_type(), "init failed: {error}");
             match command {
                 Command::Serve => lambda::report_init_error(&error).await,
-                Command::Invoke(_) => eprintln!("init failed ({}): {error}", error.error_type()),
+                Command::Invoke(_) | Command::Predict(_) => {
+                    eprintln!("init failed ({}): {error}", error.error_type())
+                }
             }
             return ExitCode::FAILURE;
         }
@@ -47,6 +55,7 @@ async fn run() -> ExitCode {
     match command {
         Command::Serve => lambda::serve(&app).await,
         Command::Invoke(path) => cli::invoke(&app, &path).await,
+        Command::Predict(_) => unreachable!("predict runs above"),
     }
 }
 
