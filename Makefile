@@ -33,7 +33,8 @@ PACKAGE_ZIP := $(DIST)/tilepredict.zip
 # Tests and local runs load ONNX Runtime from here (in Lambda it sits beside bootstrap).
 export ORT_DYLIB_PATH ?= $(ORT_LIB)
 
-.PHONY: all build release lambda ort run test lint fmt clippy clean lint-template \
+.PHONY: all build release lambda ort run demo test browser screenshot predict-memory lint fmt clippy \
+  clean lint-template \
   build-TilePredictFunction package check-package bench-registry soak \
   bench bench-quick bench-model
 
@@ -78,18 +79,48 @@ $(ORT_LIB):
 	mv $@.tmp $@
 	ln -sf libonnxruntime.so.$(ORT_VERSION) $(ORT_DIR)/libonnxruntime.so
 
-## run: the function on events/direct.json with the demo model and the bundled demo tiles.
-run: release ort
-	MODEL_URI=$(CURDIR)/fixtures/models/roof_demo.onnx \
-	TILE_URL='file://$(CURDIR)/fixtures/demo-tiles/{z}/{x}/{y}.png' \
-	TILE_ZOOM=19 \
-	RUST_LOG=$${RUST_LOG:-warn} \
-	./target/release/bootstrap invoke events/direct.json
+# The demo model and the bundled demo tiles, for `make run` and `make demo`.
+DEMO_ENV := MODEL_URI=$(CURDIR)/fixtures/models/roof_demo.onnx \
+	TILE_URL='file://$(CURDIR)/fixtures/demo-tiles/{z}/{x}/{y}.png' TILE_ZOOM=19
+
+## run: the function on events/direct.json with the demo model and the bundled demo tiles. Only
+## the answer goes to stdout (the build's output, logs and the metrics line go to stderr), so
+## `make run | python3 -m json.tool` works.
+run:
+	@$(MAKE) --no-print-directory release ort >&2
+	@$(DEMO_ENV) RUST_LOG=$${RUST_LOG:-warn} ./target/release/bootstrap invoke events/direct.json
+
+## demo: `bootstrap predict` on fixtures/demo-buildings.csv with the demo model, tiles and
+## register: demo-predictions.csv and demo-review.html (open it in a browser).
+demo:
+	@$(MAKE) --no-print-directory release ort >&2
+	@$(DEMO_ENV) REGISTRY_URI=$(CURDIR)/fixtures/registry/demo.csv \
+	  ./target/release/bootstrap predict fixtures/demo-buildings.csv \
+	  -o demo-predictions.csv --review demo-review.html
 
 ## test: everything the tests need, the layer check (src/lib.rs's map), then the whole suite.
-test: ort
+test: ort browser
 	$(PYTHON) scripts/check_layers.py
 	$(CARGO) test --all-targets
+
+## browser: Debian's chromium and chromedriver, which the review page's tests drive
+## (tests/it/review_browser.rs). Installed with apt when missing (as root, else with sudo);
+## elsewhere, set CHROMIUM and CHROMEDRIVER to a chromium and its matching driver.
+export CHROMIUM ?= /usr/bin/chromium
+export CHROMEDRIVER ?= /usr/bin/chromedriver
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+browser:
+	@if [ ! -x "$(CHROMIUM)" ] || [ ! -x "$(CHROMEDRIVER)" ]; then \
+	  echo "installing chromium and chromium-driver with apt"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	fi
+
+## screenshot: docs/review-page.png, the review page as the test browser shows it (README).
+screenshot: ort browser
+	REVIEW_SCREENSHOT=$(CURDIR)/docs/review-page.png $(CARGO) test --test it -- \
+	  --exact review_browser::the_review_page_works_in_a_real_browser_and_makes_no_request
 
 ## bench: the end-to-end benchmark on loopback (release build): ONNX Runtime alone, init,
 ## 110 and 1,000 buildings cold/warm, the floor, the two-phase baseline and the tuning sweep.
@@ -175,6 +206,13 @@ $(SAM): | $(VENV_PYTHON)
 ## checks every building of every answer. (`make test` runs a 60-invocation version.)
 soak: ort
 	SOAK_INVOCATIONS=$${SOAK_INVOCATIONS:-500} $(CARGO) test --test it -- --ignored --nocapture --exact soak::soak
+
+## predict-memory: `bootstrap predict` (debug build) on PREDICT_BUILDINGS (default 100,000)
+## generated buildings on loopback tiles, with a review page, after a 1,000-building run: prints
+## both peak memories and rates, fails if memory grew with the input (docs/PERFORMANCE.md).
+predict-memory: ort
+	PREDICT_BUILDINGS=$${PREDICT_BUILDINGS:-100000} $(CARGO) test --test it -- \
+	  --ignored --nocapture --exact predict_cli::many_buildings_in_flat_memory
 
 fmt:
 	$(CARGO) fmt --all

@@ -1,7 +1,8 @@
 //! `bootstrap predict INPUT [-o OUTPUT] [--review PAGE.html]`: a whole file of buildings,
 //! locally, through the Lambda handler's own path — `App::init` once, then `App::predict`
 //! (imagery, batching, the register's listing) chunk after chunk, in input order, each
-//! building exactly once — with the output written as it goes.
+//! building exactly once — with the output written as it goes. A chunk is what one request
+//! may hold (`MAX_BUILDINGS`, 1,000 by default): a local run is a series of requests.
 //!
 //! Memory stays flat whatever the input's size: the input is read on its own thread into a
 //! bounded channel, a chunk is predicted and written before the next is taken, and the review
@@ -26,10 +27,6 @@ use crate::files::resume::{self, Existing};
 use crate::files::write::{Destination, Writer};
 use crate::files::{FileError, OutputFormat, id_key};
 use crate::review::{Picker, Register, page};
-
-/// Buildings per `App::predict` call: enough to keep downloads and batches overlapped
-/// (docs/PERFORMANCE.md, "Local runs"), few enough that Ctrl-C is answered within seconds.
-pub const CHUNK: usize = 500;
 
 /// Exit code after an interruption (as shells report a SIGINT).
 const INTERRUPTED: u8 = 130;
@@ -67,7 +64,6 @@ struct Plan {
 
 impl Plan {
     fn prepare(args: &Args) -> Result<Self, FileError> {
-        let input = read::open(&args.input)?;
         let (destination, format) = match &args.output {
             Some(path) => (Destination::File(path.clone()), OutputFormat::of(path)?),
             None => (Destination::Stdout, OutputFormat::JsonLines),
@@ -78,6 +74,7 @@ impl Plan {
         {
             check_directory(path)?;
         }
+        let input = read::open(&args.input)?;
         let existing = match (&args.output, args.resume) {
             (Some(path), true) => resume::scan(path, format)?,
             _ => None,
@@ -130,9 +127,10 @@ impl Plan {
                 page::thousands(total)
             );
         }
-        let mut feed = self.input.feed(2 * CHUNK);
+        let chunk_size = app.config.max_buildings;
+        let mut feed = self.input.feed(2 * chunk_size);
         if let Some(existing) = &existing {
-            verify_prefix(&mut feed, existing, args).await?;
+            verify_prefix(&mut feed, existing, args, chunk_size).await?;
         }
 
         let register = app.registry().map(|r| Register {
@@ -166,7 +164,7 @@ impl Plan {
                 interrupted = true;
                 break;
             }
-            let chunk = match feed.next_chunk(CHUNK).await {
+            let chunk = match feed.next_chunk(chunk_size).await {
                 Ok(chunk) if chunk.is_empty() => break,
                 Ok(chunk) => chunk,
                 Err(error) => {
@@ -296,10 +294,11 @@ async fn verify_prefix(
     feed: &mut read::Feed,
     existing: &Existing,
     args: &Args,
+    chunk_size: usize,
 ) -> Result<(), FileError> {
     let mut checked = 0;
     while checked < existing.ids.len() {
-        let want = (existing.ids.len() - checked).min(CHUNK);
+        let want = (existing.ids.len() - checked).min(chunk_size);
         let chunk = feed.next_chunk(want).await?;
         if chunk.is_empty() {
             break;

@@ -79,8 +79,7 @@ impl Summary {
         }
         if let Some(r) = &self.register {
             lines.push(format!(
-                "  register {} ({} records, within {} m): {} checked · {} listed · {} {} · \
-                 {} {} but not in the register · {} in the register but not {}",
+                "  register {} ({} records, within {} m): {} checked, {} listed, {} {}",
                 r.uri,
                 thousands(r.records),
                 r.radius_m,
@@ -88,10 +87,13 @@ impl Summary {
                 thousands(r.listed),
                 thousands(r.flagged),
                 r.positive_label,
+            ));
+            lines.push(format!(
+                "    {} but not in the register: {} · in the register but not {}: {}",
+                r.positive_label,
                 thousands(r.flagged_unlisted),
                 r.positive_label,
                 thousands(r.listed_not_flagged),
-                r.positive_label
             ));
         }
         lines

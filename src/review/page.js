@@ -7,12 +7,12 @@
   const sort = document.getElementById("sort");
   let current = null;
 
-  const visible = () => cards.filter((c) => !c.hidden);
+  // Cards in the order shown (sorting moves them), without those filtered out.
+  const visible = () => Array.from(grid.children).filter((c) => !c.hidden);
 
   function filter(name) {
     for (const card of cards) card.hidden = !card.dataset.f.includes(" " + name + " ");
     for (const b of buttons) b.setAttribute("aria-pressed", String(b.dataset.filter === name));
-    document.body.dataset.filter = name;
     const first = visible()[0];
     if (current && current.hidden) focus(first, false);
   }
@@ -30,7 +30,6 @@
     };
     const compare = how === "order" ? byInput : byScore(how === "score-asc" ? -1 : 1);
     grid.append(...cards.slice().sort(compare));
-    document.body.dataset.sort = how;
   }
 
   function focus(card, scroll = true) {
@@ -50,7 +49,7 @@
   }
 
   function move(step) {
-    const list = Array.from(grid.children).filter((c) => !c.hidden);
+    const list = visible();
     if (!list.length) return;
     const at = list.indexOf(current);
     const next = at === -1 ? 0 : Math.min(list.length - 1, Math.max(0, at + step));
@@ -66,12 +65,11 @@
 
   document.addEventListener("keydown", (e) => {
     if (e.altKey || e.ctrlKey || e.metaKey || e.target === sort) return;
-    const list = () => Array.from(grid.children).filter((c) => !c.hidden);
     const keys = {
       ArrowRight: () => move(1), l: () => move(1), j: () => move(1),
       ArrowLeft: () => move(-1), h: () => move(-1), k: () => move(-1),
-      ArrowDown: () => move(columns(list())), ArrowUp: () => move(-columns(list())),
-      Home: () => focus(list()[0]), End: () => focus(list()[list().length - 1]),
+      ArrowDown: () => move(columns(visible())), ArrowUp: () => move(-columns(visible())),
+      Home: () => focus(visible()[0]), End: () => focus(visible().slice(-1)[0]),
       Enter: () => current && current.classList.toggle("big"),
       " ": () => current && current.classList.toggle("big"),
       Escape: () => current && current.classList.remove("big"),

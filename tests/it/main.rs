@@ -7,7 +7,8 @@
 //!   `model_source`, `properties`, `support_selftest`;
 //! - **through `bootstrap`**: the real binary as a child process under the Runtime API emulator
 //!   (`support::runtime`), one process per test, as Lambda gives each sandbox its own: every
-//!   other module.
+//!   other module but `predict_cli` and `review_browser`, which run `bootstrap predict` as a
+//!   user does (`support::batch`), the latter then opening its page in a real browser.
 //!
 //! The tests share this process, two at a time by default (libtest's `--test-threads` is the
 //! number of CPUs), so none may change what the process shares:
@@ -25,6 +26,7 @@ mod support;
 
 mod bad_input_lambda;
 mod callers;
+mod chips_lambda;
 mod core_pipeline;
 mod deadline_lambda;
 mod faults_lambda;
@@ -33,8 +35,10 @@ mod imagery_lambda;
 mod lambda_e2e;
 mod model_source;
 mod operability_lambda;
+mod predict_cli;
 mod properties;
 mod registry;
+mod review_browser;
 mod security_lambda;
 mod soak;
 mod support_selftest;
