@@ -203,13 +203,10 @@ fn io_error(path: &Path, error: csv::Error) -> FileError {
 
 fn failed(index: usize, id: Option<Value>, message: String) -> Item {
     Item {
-        building: BuildingInput {
-            id: id.unwrap_or_else(|| Value::from(index)),
-            lat: None,
-            lon: None,
-            properties: Map::new(),
-            position: Err(BuildingError::new(ErrorCode::InvalidBuilding, message)),
-        },
+        building: BuildingInput::failed(
+            id.unwrap_or_else(|| Value::from(index)),
+            BuildingError::new(ErrorCode::InvalidBuilding, message),
+        ),
         source: Source::Row(Vec::new()),
     }
 }

@@ -15,8 +15,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use super::{FileError, Item, Source};
-use crate::events::geojson;
+use super::{FileError, Item, Source, feature_item};
 use crate::request::parse_building;
 
 /// Which array a document holds.
@@ -37,16 +36,7 @@ pub fn for_each(path: &Path, mut emit: impl FnMut(Item) -> bool) -> Result<(), F
     let mut index = 0;
     walk::<Value>(path, |array, element| {
         let item = match array {
-            Array::Features => {
-                let mut building = geojson::building(index, &element);
-                if let Some(Value::Object(properties)) = element.get("properties") {
-                    building.properties = properties.clone();
-                }
-                Item {
-                    building,
-                    source: Source::Feature(element),
-                }
-            }
+            Array::Features => feature_item(index, element),
             Array::Buildings => Item {
                 building: parse_building(index, &element),
                 source: Source::Fields,

@@ -5,11 +5,10 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::{FileError, Item, Source};
+use super::{FileError, Item, Source, feature_item};
 use crate::error::{BuildingError, ErrorCode};
-use crate::events::geojson;
 use crate::request::{BuildingInput, parse_building};
 
 /// Hands every building of the file to `emit`, in order, until it ends or `emit` returns
@@ -64,30 +63,20 @@ fn lines(path: &Path, mut each: impl FnMut(u64, &[u8]) -> bool) -> Result<(), Fi
 fn item(index: usize, number: u64, line: &[u8]) -> Item {
     match serde_json::from_slice::<Value>(line) {
         Ok(value) if value.get("type").and_then(Value::as_str) == Some("Feature") => {
-            let mut building = geojson::building(index, &value);
-            if let Some(Value::Object(properties)) = value.get("properties") {
-                building.properties = properties.clone();
-            }
-            Item {
-                building,
-                source: Source::Feature(value),
-            }
+            feature_item(index, value)
         }
         Ok(value) => Item {
             building: parse_building(index, &value),
             source: Source::Fields,
         },
         Err(e) => Item {
-            building: BuildingInput {
-                id: Value::from(index),
-                lat: None,
-                lon: None,
-                properties: Map::new(),
-                position: Err(BuildingError::new(
+            building: BuildingInput::failed(
+                Value::from(index),
+                BuildingError::new(
                     ErrorCode::InvalidBuilding,
                     format!("line {number} is not JSON: {e}"),
-                )),
-            },
+                ),
+            ),
             source: Source::Fields,
         },
     }

@@ -117,6 +117,19 @@ pub enum Source {
     Feature(Value),
 }
 
+/// A GeoJSON Feature as a building (located as a GeoJSON request's features are), with its
+/// properties to echo in CSV and JSON Lines outputs.
+fn feature_item(index: usize, feature: Value) -> Item {
+    let mut building = crate::events::geojson::building(index, &feature);
+    if let Some(Value::Object(properties)) = feature.get("properties") {
+        building.properties = properties.clone();
+    }
+    Item {
+        building,
+        source: Source::Feature(feature),
+    }
+}
+
 /// What a CSV output repeats of the input before the prediction's columns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Echo {
