@@ -49,10 +49,11 @@ impl Summary {
     /// The summary's lines: `elapsed` is this run's prediction time.
     pub fn lines(&self, elapsed: Duration) -> Vec<String> {
         let seconds = elapsed.as_secs_f64();
+        // Tenths of a second, or hundredths for a run shorter than one.
+        let digits = if seconds < 1.0 { 2 } else { 1 };
         let mut lines = vec![format!(
-            "{} buildings in {:.1} s ({:.0} a second)",
+            "{} buildings in {seconds:.digits$} s ({:.0} a second)",
             thousands(self.buildings),
-            seconds,
             self.buildings as f64 / seconds.max(1e-3)
         )];
         let labels: Vec<String> = self
@@ -140,6 +141,8 @@ mod tests {
         ]);
         let lines = summary.lines(Duration::from_secs(2));
         assert_eq!(lines[0], "6 buildings in 2.0 s (3 a second)");
+        let short = summary.lines(Duration::from_millis(50));
+        assert_eq!(short[0], "6 buildings in 0.05 s (120 a second)");
         assert_eq!(lines[1], "  labels: other 1 · asbestos 2");
         assert_eq!(
             lines[2],
