@@ -36,6 +36,7 @@ async fn run() -> ExitCode {
         }
     };
     tilepredict::logging::init_with_default(command.default_log_level());
+    // A local batch run checks its files before the model loads, then loads it itself.
     if let Command::Predict(args) = command {
         return cli::predict::main(args, init()).await;
     }
@@ -46,7 +47,7 @@ async fn run() -> ExitCode {
             match command {
                 Command::Serve => lambda::report_init_error(&error).await,
                 Command::Invoke(_) | Command::Predict(_) => {
-                    eprintln!("init failed ({}): {error}", error.error_type())
+                    eprintln!("init failed ({}): {error}", error.error_type());
                 }
             }
             return ExitCode::FAILURE;
