@@ -1,7 +1,8 @@
 //! The executable's local commands, for running the function without Lambda:
 //! `bootstrap invoke EVENT.json` handles one event exactly as Lambda would and prints the answer
 //! on stdout (logs and the metrics line go to stderr, so stdout is the answer alone);
-//! `bootstrap predict INPUT …` runs a whole file of buildings ([`predict`]).
+//! `bootstrap predict INPUT …` runs a whole file of buildings ([`predict`]). The model tools
+//! (`inspect`, `metadata`, `chips`, `compare`) live in `tools`.
 
 pub mod predict;
 pub mod predict_args;
@@ -25,13 +26,19 @@ pub enum Command {
     Invoke(String),
     /// `predict INPUT [-o OUTPUT] [--review PAGE.html] …`: a whole file of buildings.
     Predict(predict_args::Args),
+    /// The model tools (`inspect`, `metadata`, `chips`, `compare`): see [`crate::tools`].
+    Tool(crate::tools::Tool),
 }
 
 pub const USAGE: &str = "usage: bootstrap                      (as an AWS Lambda function)
        bootstrap invoke EVENT.json   (run one event locally, print the answer)
        bootstrap predict BUILDINGS [-o OUTPUT] [--review PAGE.html] [--review-limit N] [--resume]
            BUILDINGS: .csv (id,lat,lon,…), .geojson/.json (FeatureCollection or {\"buildings\": […]}),
-           .jsonl; OUTPUT: .csv, .geojson or .jsonl (stdout, JSON Lines, when left out)";
+           .jsonl; OUTPUT: .csv, .geojson or .jsonl (stdout, JSON Lines, when left out)
+       bootstrap inspect [--json]    (what the function makes of MODEL_URI's model)
+       bootstrap metadata MODEL.onnx [OUT.onnx KEY=VALUE...]   (show or write model settings)
+       bootstrap chips EVENT.json OUT.npy        (the model's input tensors for buildings)
+       bootstrap compare OTHER.onnx CHIPS.npy    (MODEL_URI's model against another)";
 
 impl Command {
     /// The command named by the arguments (program name excluded), or what is wrong with them.
@@ -42,7 +49,9 @@ impl Command {
             [cmd, rest @ ..] if cmd == "predict" => {
                 predict_args::Args::parse(rest).map(Self::Predict)
             }
-            _ => Err(format!("unknown command: {}", args.join(" "))),
+            _ => crate::tools::Tool::parse(args)
+                .map(Self::Tool)
+                .ok_or_else(|| format!("unknown command: {}", args.join(" "))),
         }
     }
 
@@ -51,7 +60,7 @@ impl Command {
     pub fn default_log_level(&self) -> &'static str {
         match self {
             Self::Predict(_) => "warn",
-            Self::Serve | Self::Invoke(_) => "info",
+            Self::Serve | Self::Invoke(_) | Self::Tool(_) => "info",
         }
     }
 }
@@ -107,5 +116,10 @@ mod tests {
             Command::parse(&args(&["predict", "b.csv"])),
             Ok(Command::Predict(_))
         ));
+        assert!(matches!(
+            Command::parse(&args(&["inspect"])),
+            Ok(Command::Tool(_))
+        ));
+        assert!(Command::parse(&args(&["inspect", "--bad"])).is_err());
     }
 }

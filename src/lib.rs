@@ -8,8 +8,9 @@
 //! this list and fails when the code leaves it.
 //!
 //! 1. **Front ends** — `main.rs` (arguments, runtime, init) starts one of: [`lambda`] (the
-//!    Runtime API loop, the init-error report) or [`cli`] (local commands: one event, or a
-//!    whole file of buildings with progress and a review page).
+//!    Runtime API loop, the init-error report), [`cli`] (local commands: one event, or a
+//!    whole file of buildings with progress and a review page) or [`tools`] (the model tools:
+//!    `inspect`, `metadata`, `chips`, `compare`).
 //! 2. **One invocation** — [`handler`]: event in, answer out, within Lambda's response limit.
 //! 3. **Caller shapes and reporting** — [`events`] (direct, GeoJSON, API Gateway, Step
 //!    Functions: detect and parse), [`answer`] (outcomes → JSON), [`telemetry`] (the
@@ -21,13 +22,14 @@
 //! 5. **Settings** — [`config`]: environment → a validated [`config::Config`] holding the
 //!    settings types of the layers below; nothing below reads the environment.
 //! 6. **Engines** — [`pipeline`] (positions → chips → batches, overlapped), [`imagery`]
-//!    (URL templates, fetch, decode, stitch, cache), [`model`] (ONNX Runtime session,
-//!    batched runs), [`registry`] (the known-buildings register).
+//!    (URL templates, fetch, decode, stitch, cache), [`model`] (what the model takes and
+//!    answers, chips → its input tensor, ONNX Runtime sessions, raw output → probabilities →
+//!    labels), [`registry`] (the known-buildings register).
 //! 7. **Foundations** — [`outcome`] (what a run produces: outcomes, timing, model info),
 //!    [`error`] (every error a caller or operator sees), [`request`] (building lists →
-//!    buildings), [`geo`] and [`centroid`] (web-mercator and footprint math), [`preprocess`]
-//!    (pixels → tensor), [`chip_jpeg`] (chips as size-bounded JPEG, for people to look at),
-//!    [`blob`] (files read at init from S3 or disk), [`secrets`],
+//!    buildings), [`geo`] and [`centroid`] (web-mercator and footprint math), [`chip_jpeg`]
+//!    (chips as size-bounded JPEG, for people to look at), [`blob`] (files read at init from
+//!    S3 or disk), [`secrets`],
 //!    [`logging`], [`allocator`].
 //!
 //! docs/ARCHITECTURE.md has the code map, the life of one request through these modules, and
@@ -52,9 +54,9 @@ pub mod logging;
 pub mod model;
 pub mod outcome;
 pub mod pipeline;
-pub mod preprocess;
 pub mod registry;
 pub mod request;
 pub mod review;
 pub mod secrets;
 pub mod telemetry;
+pub mod tools;

@@ -36,6 +36,11 @@ async fn run() -> ExitCode {
         }
     };
     tilepredict::logging::init_with_default(command.default_log_level());
+    if let Command::Tool(tool) = &command
+        && !tool.needs_app()
+    {
+        return tool.run_alone().await;
+    }
     // A local batch run checks its files before the model loads, then loads it itself.
     if let Command::Predict(args) = command {
         return cli::predict::main(args, init()).await;
@@ -46,9 +51,7 @@ async fn run() -> ExitCode {
             tracing::error!(error_type = error.error_type(), "init failed: {error}");
             match command {
                 Command::Serve => lambda::report_init_error(&error).await,
-                Command::Invoke(_) | Command::Predict(_) => {
-                    eprintln!("init failed ({}): {error}", error.error_type());
-                }
+                _ => eprintln!("init failed ({}): {error}", error.error_type()),
             }
             return ExitCode::FAILURE;
         }
@@ -57,6 +60,7 @@ async fn run() -> ExitCode {
         Command::Serve => lambda::serve(&app).await,
         Command::Invoke(path) => cli::invoke(&app, &path).await,
         Command::Predict(_) => unreachable!("predict runs above"),
+        Command::Tool(tool) => tool.run_with(&app).await,
     }
 }
 

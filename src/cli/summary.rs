@@ -129,6 +129,7 @@ mod tests {
                 label: label.into(),
                 score: 0.9,
                 probabilities: vec![0.1, 0.9],
+                labels: None,
                 registry: None,
             })
         };

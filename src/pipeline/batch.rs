@@ -10,13 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use image::RgbImage;
-use ndarray::{Array4, Axis};
 use tokio::task::{Id, JoinError, JoinSet};
 
 use super::{ChipResult, Stats};
 use crate::error::{BuildingError, ErrorCode};
 use crate::model::Model;
-use crate::preprocess::Normalisation;
 
 /// Batches handed to ONNX Runtime and not yet finished: one running, one waiting.
 const BATCHES_IN_FLIGHT: usize = 2;
@@ -24,7 +22,6 @@ const BATCHES_IN_FLIGHT: usize = 2;
 /// One request's chips on their way through the model.
 pub struct Batcher {
     model: Arc<Model>,
-    normalisation: Normalisation,
     batch_size: usize,
     /// Chips ready for a batch, by chip index.
     pending: Vec<(usize, RgbImage)>,
@@ -35,10 +32,9 @@ pub struct Batcher {
 
 impl Batcher {
     /// `batch_size` is the model's fixed batch when it has one, else `BATCH_SIZE`.
-    pub fn new(model: Arc<Model>, normalisation: Normalisation, batch_size: usize) -> Self {
+    pub fn new(model: Arc<Model>, batch_size: usize) -> Self {
         Self {
             model,
-            normalisation,
             batch_size,
             pending: Vec::new(),
             running: JoinSet::new(),
@@ -62,10 +58,7 @@ impl Batcher {
             let batch: Vec<(usize, RgbImage)> = self.pending.drain(..take).collect();
             let indices: Vec<usize> = batch.iter().map(|(i, _)| *i).collect();
             let model = Arc::clone(&self.model);
-            let (norm, batch_size) = (self.normalisation, self.batch_size);
-            let handle = self
-                .running
-                .spawn_blocking(move || infer(&model, norm, batch_size, batch));
+            let handle = self.running.spawn_blocking(move || infer(&model, batch));
             self.in_batch.insert(handle.id(), indices);
             sent += 1;
         }
@@ -158,28 +151,12 @@ fn settle(
     }
 }
 
-/// Normalises chips straight into their slots of one batch tensor and runs the model.
-/// A model with a fixed batch dimension gets zero padding past the last chip.
-fn infer(
-    model: &Model,
-    norm: Normalisation,
-    batch_size: usize,
-    batch: Vec<(usize, RgbImage)>,
-) -> BatchOutcome {
-    let shape = &model.shape;
-    let rows = model.shape.fixed_batch.map_or(batch.len(), |_| batch_size);
-    let mut tensor = Array4::<f32>::zeros((rows, 3, shape.height, shape.width));
-    for (mut slot, (_, chip)) in tensor.axis_iter_mut(Axis(0)).zip(&batch) {
-        norm.write(
-            chip,
-            slot.as_slice_mut().expect("a fresh array is contiguous"),
-        );
-    }
-    match model.predict_timed(tensor.view()) {
-        Ok((mut rows, ran)) => {
-            rows.truncate(batch.len());
-            (Ok(rows), ran)
-        }
+/// Runs one batch: the model writes the chips into its input tensor (its layout, type and
+/// normalisation; zero padding up to a fixed batch) and answers probabilities per chip.
+fn infer(model: &Model, batch: Vec<(usize, RgbImage)>) -> BatchOutcome {
+    let chips: Vec<&RgbImage> = batch.iter().map(|(_, chip)| chip).collect();
+    match model.predict(&chips) {
+        Ok((rows, ran)) => (Ok(rows), ran),
         Err(message) => (Err(message), Duration::ZERO),
     }
 }

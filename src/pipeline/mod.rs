@@ -22,7 +22,6 @@ use tokio::time::Instant;
 use crate::error::{BuildingError, ErrorCode};
 use crate::geo::LatLon;
 use crate::model::Model;
-use crate::preprocess::Normalisation;
 use assembly::ChipMaker;
 use batch::Batcher;
 
@@ -30,7 +29,6 @@ use batch::Batcher;
 pub struct Pipeline {
     pub model: Arc<Model>,
     pub chips: ChipMaker,
-    pub normalisation: Normalisation,
     /// `BATCH_SIZE`; a model with a fixed batch dimension overrides it.
     pub batch_size: usize,
 }
@@ -60,7 +58,7 @@ pub struct Output {
 impl Pipeline {
     /// The batch size actually used: the model's fixed batch, else `BATCH_SIZE`.
     pub fn effective_batch_size(&self) -> usize {
-        self.model.shape.fixed_batch.unwrap_or(self.batch_size)
+        self.model.input.fixed_batch.unwrap_or(self.batch_size)
     }
 
     /// Predicts every point; `results[i]` answers `points[i]`. Work not finished by `cutoff`
@@ -106,14 +104,10 @@ impl Pipeline {
     /// [`Pipeline::run`] for points whose chips all differ.
     async fn run_unique(&self, points: &[LatLon], cutoff: Instant, keep_chips: bool) -> Output {
         let started = Instant::now();
-        let shape = &self.model.shape;
-        let input_size = (shape.width as u32, shape.height as u32);
+        let input = &self.model.input;
+        let input_size = (input.width as u32, input.height as u32);
         let (mut assembly, mut chips) = self.chips.start(points, input_size, cutoff);
-        let mut batcher = Batcher::new(
-            Arc::clone(&self.model),
-            self.normalisation,
-            self.effective_batch_size(),
-        );
+        let mut batcher = Batcher::new(Arc::clone(&self.model), self.effective_batch_size());
 
         let mut results: Vec<Option<ChipResult>> = vec![None; points.len()];
         let mut kept = vec![None; if keep_chips { points.len() } else { 0 }];

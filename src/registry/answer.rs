@@ -31,7 +31,8 @@ pub struct Summary {
     pub checked: usize,
     /// Of those, the ones the register lists.
     pub listed: usize,
-    /// Of those, the ones whose label is `positive_label`.
+    /// Of those, the ones the model says are `positive_label` (its label, or one of its
+    /// labels for a multilabel model).
     pub flagged: usize,
     /// Flagged by the model, absent from the register: unreported roofs.
     pub flagged_unlisted: usize,
@@ -69,7 +70,8 @@ impl Summary {
             let Some(listing) = &scored.registry else {
                 continue;
             };
-            let flagged = scored.label == self.positive_label;
+            // The model's own decision: the thresholded label, or one of a multilabel answer's.
+            let flagged = scored.says(&self.positive_label);
             self.checked += 1;
             self.listed += usize::from(listing.listed);
             self.flagged += usize::from(flagged);

@@ -148,7 +148,8 @@ impl Picker {
                 }
                 let group = match (&self.register, &scored.registry) {
                     (Some(register), Some(listing)) => {
-                        let flagged = scored.label == register.positive_label;
+                        // The model's own decision, as the register's summary counts it.
+                        let flagged = scored.says(&register.positive_label);
                         if flagged && !listing.listed {
                             self.totals.flagged_unlisted += 1;
                             Some(Group::FlaggedUnlisted)
@@ -277,6 +278,7 @@ mod tests {
             label: label.into(),
             score,
             probabilities: vec![],
+            labels: None,
             registry: listed.map(|listed| Listing {
                 listed,
                 record: None,
