@@ -19,9 +19,9 @@
 //! 5. **Settings** — [`config`]: environment → a validated [`config::Config`] holding the
 //!    settings types of the layers below; nothing below reads the environment.
 //! 6. **Engines** — [`pipeline`] (positions → chips → batches, overlapped), [`imagery`]
-//!    (URL templates, fetch, decode, stitch, cache), [`model`] (what the model takes and
-//!    answers, chips → its input tensor, ONNX Runtime sessions, raw output → probabilities →
-//!    labels), [`registry`] (the known-buildings register).
+//!    (URL templates and GeoTIFFs: fetch, decode, stitch or warp, cache), [`model`] (what the
+//!    model takes and answers, chips → its input tensor, ONNX Runtime sessions, raw output →
+//!    probabilities → labels), [`registry`] (the known-buildings register).
 //! 7. **Foundations** — [`outcome`] (what a run produces: outcomes, timing, model info),
 //!    [`error`] (every error a caller or operator sees), [`request`] (building lists →
 //!    buildings), [`geo`] and [`centroid`] (web-mercator and footprint math), [`blob`] (files

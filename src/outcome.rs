@@ -135,6 +135,12 @@ pub struct Timing {
     pub batch_size: usize,
     pub images_fetched: usize,
     pub cache_hits: usize,
+    /// Only with a GeoTIFF source: ranged reads this request made (file headers not yet read
+    /// in this sandbox, and merged runs of internal tiles), and the bytes they brought.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub range_requests: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub bytes_fetched: Option<u64>,
     /// Only with a registry: its fetch + parse + index time on a cold start (it overlaps
     /// `model_load_ms`), 0 afterwards.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -44,6 +44,9 @@ pub struct Stats {
     pub batches: usize,
     pub images_fetched: usize,
     pub cache_hits: usize,
+    /// GeoTIFF sources: ranged reads and their bytes.
+    pub range_requests: usize,
+    pub bytes_fetched: u64,
 }
 
 pub struct Output {
@@ -137,6 +140,8 @@ impl Pipeline {
         stats.decode = made.decode;
         stats.images_fetched = made.images_fetched;
         stats.cache_hits = made.cache_hits;
+        stats.range_requests = made.range_requests;
+        stats.bytes_fetched = made.bytes_fetched;
         let results = results
             .into_iter()
             .map(|r| {

@@ -29,6 +29,8 @@ mod callers;
 mod core_pipeline;
 mod deadline_lambda;
 mod faults_lambda;
+mod geotiff;
+mod geotiff_lambda;
 mod imagery;
 mod imagery_lambda;
 mod lambda_e2e;

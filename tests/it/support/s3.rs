@@ -5,8 +5,8 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use futures_util::StreamExt as _;
@@ -27,6 +27,7 @@ pub struct S3Server {
     addr: SocketAddr,
     root: tempfile::TempDir,
     requests: Arc<AtomicUsize>,
+    reads: Reads,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -43,10 +44,12 @@ impl S3Server {
     pub fn start_with_stream_rate(bytes_per_s: Option<f64>) -> S3Server {
         let root = tempfile::tempdir().expect("temp dir for S3 objects");
         let fs = s3s_fs::FileSystem::new(root.path()).expect("s3s-fs root");
+        let reads = Reads::default();
         let fs = FastBodies {
             fs,
             root: root.path().to_path_buf(),
             bytes_per_s,
+            reads: Arc::clone(&reads),
         };
         let service = {
             let mut b = S3ServiceBuilder::new(fs);
@@ -97,6 +100,7 @@ impl S3Server {
             addr,
             root,
             requests,
+            reads,
             shutdown: Some(shutdown),
             thread: Some(thread),
         }
@@ -151,6 +155,11 @@ impl S3Server {
         .collect()
     }
 
+    /// Every GetObject answered so far: `bucket/key` and the bytes served (`start..end`).
+    pub fn reads(&self) -> Vec<(String, std::ops::Range<u64>)> {
+        self.reads.lock().unwrap().clone()
+    }
+
     /// HTTP requests served so far (all operations, including failed/unauthorised ones).
     pub fn request_count(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
@@ -178,6 +187,9 @@ pub fn e_tag(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// GetObjects served: `bucket/key` and the byte range.
+type Reads = Arc<Mutex<Vec<(String, std::ops::Range<u64>)>>>;
+
 /// Body blocks: 1 MiB.
 const BLOCK: usize = 1 << 20;
 
@@ -190,6 +202,7 @@ struct FastBodies {
     root: PathBuf,
     /// Pace each body to this rate (see [`S3Server::start_with_stream_rate`]).
     bytes_per_s: Option<f64>,
+    reads: Reads,
 }
 
 #[async_trait::async_trait]
@@ -199,6 +212,7 @@ impl s3s::S3 for FastBodies {
         req: s3s::S3Request<s3s::dto::GetObjectInput>,
     ) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetObjectOutput>> {
         let path = self.root.join(&req.input.bucket).join(&req.input.key);
+        let object = format!("{}/{}", req.input.bucket, req.input.key);
         let mut answer = self.fs.get_object(req).await?;
         let output = &mut answer.output;
         let length = output.content_length.unwrap_or(0).max(0) as u64;
@@ -208,6 +222,10 @@ impl s3s::S3 for FastBodies {
             .as_deref()
             .and_then(|r| r.strip_prefix("bytes ")?.split('-').next()?.parse().ok())
             .unwrap_or(0u64);
+        self.reads
+            .lock()
+            .unwrap()
+            .push((object, start..start + length));
         let bytes = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
             use std::io::{Read, Seek, SeekFrom};
             let mut file = std::fs::File::open(path)?;
