@@ -71,6 +71,8 @@ pub fn merge(
 }
 
 #[cfg(test)]
+// Each tile has a list of byte ranges (data, then mask); most lists here hold one.
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
 
