@@ -57,7 +57,8 @@ impl App {
         let fetch_ms = ms(started.elapsed());
         let model_bytes = blob.bytes.len();
         let options = ModelOptions {
-            threads: config.inference_threads,
+            threads: config.inference.threads_per_session(),
+            sessions: config.inference.sessions,
             labels: config.model_labels.as_deref(),
             chip_size: config.chip_size,
         };
@@ -117,22 +118,26 @@ impl App {
             chip_size,
             zoom = config.tile_zoom,
             threads = config.inference_threads,
+            sessions = config.inference.sessions,
+            max_concurrency = config.inference.max_concurrency,
             model_load_ms,
             model_fetch_ms = fetch_ms,
             model_bytes,
             session_ms = model_load_ms - fetch_ms,
             "model ready"
         );
-        let pipeline = Pipeline {
-            model: Arc::new(model),
-            chips: ChipMaker {
-                imagery: Arc::new(imagery),
-                download_slots: Arc::new(Semaphore::new(config.max_concurrent_downloads)),
-                decode_slots: Arc::new(Semaphore::new(config.inference_threads)),
-            },
-            normalisation: Normalisation::new(config.input_mean, config.input_std),
-            batch_size: config.batch_size,
+        let chips = ChipMaker {
+            imagery: Arc::new(imagery),
+            download_slots: Arc::new(Semaphore::new(config.max_concurrent_downloads)),
+            decode_slots: Arc::new(Semaphore::new(config.inference_threads)),
         };
+        let pipeline = Pipeline::new(
+            Arc::new(model),
+            chips,
+            Normalisation::new(config.input_mean, config.input_std),
+            config.batch_size,
+            config.fault_panic_rgb,
+        );
         Ok(Self {
             config,
             model_info,
@@ -192,6 +197,7 @@ impl App {
             batch_size: self.pipeline.effective_batch_size(),
             images_fetched: s.images_fetched,
             cache_hits: s.cache_hits,
+            batched_with: s.batched_with,
             registry_load_ms: self
                 .registry
                 .as_ref()

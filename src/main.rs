@@ -3,6 +3,7 @@
 //! command (`cli`).
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use tilepredict::app::App;
 use tilepredict::cli::{self, Command};
@@ -45,7 +46,7 @@ async fn run() -> ExitCode {
         }
     };
     match command {
-        Command::Serve => lambda::serve(&app).await,
+        Command::Serve => lambda::serve(Arc::new(app)).await,
         Command::Invoke(path) => cli::invoke(&app, &path).await,
     }
 }

@@ -1,10 +1,14 @@
-//! The ONNX model in ONNX Runtime: load the shared library, build one session from the model's
+//! The ONNX model in ONNX Runtime: load the shared library, build the sessions from the model's
 //! bytes, check its input/output shapes, and run batches.
 //!
-//! One session with `intra_threads` = the function's vCPUs, runs one at a time behind a mutex
-//! (`Session::run` takes `&mut self`): as fast as a pool of one-thread sessions on Lambda's
-//! vCPU counts, with less memory (docs/PERFORMANCE.md, "INFERENCE_THREADS = the vCPUs, in one
-//! session").
+//! `INFERENCE_SESSIONS` sessions share `INFERENCE_THREADS` (each gets threads / sessions as its
+//! `intra_threads`), lent out one batch at a time by a [`pool::Pool`] (`Session::run` takes
+//! `&mut self`). On Lambda's vCPU counts one session with every thread is as fast as a pool of
+//! one-thread sessions, with less memory (docs/PERFORMANCE.md, "INFERENCE_THREADS = the vCPUs,
+//! in one session"); on larger Managed Instances, where one session's threads stop scaling,
+//! several sessions run batches side by side (docs/PERFORMANCE.md, "Sessions").
+
+mod pool;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -90,15 +94,18 @@ pub struct ModelShape {
 
 /// Model settings from `Config`.
 pub struct ModelOptions<'a> {
+    /// ONNX Runtime intra-op threads of each session.
     pub threads: usize,
+    /// How many sessions to build (at least one); batches run on whichever is free.
+    pub sessions: usize,
     pub labels: Option<&'a [String]>,
     /// `CHIP_SIZE`, used as the input size when the model's spatial dimensions are dynamic.
     pub chip_size: Option<u32>,
 }
 
-/// A ready model: one session and what we learnt about it at init.
+/// A ready model: its sessions and what we learnt about it at init.
 pub struct Model {
-    session: Mutex<Session>,
+    sessions: pool::Pool<Session>,
     pub shape: ModelShape,
     pub labels: Vec<String>,
 }
@@ -112,22 +119,7 @@ impl Model {
         bytes: &[u8],
         options: &ModelOptions<'_>,
     ) -> Result<Self, String> {
-        let configure = |e: ort::Error<SessionBuilder>| {
-            format!("cannot configure the ONNX Runtime session: {e}")
-        };
-        let mut session = Session::builder(env)
-            .map_err(|e| format!("cannot create an ONNX Runtime session: {e}"))?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(configure)?
-            .with_intra_threads(options.threads)
-            .map_err(configure)?
-            .with_inter_threads(1)
-            .map_err(configure)?
-            // Idle intra-op threads must not spin: decoding shares these vCPUs between batches.
-            .with_config_entry("session.intra_op.allow_spinning", "0")
-            .map_err(configure)?
-            .commit_from_memory(bytes)
-            .map_err(|e| format!("not a usable ONNX model ({} bytes): {e}", bytes.len()))?;
+        let mut session = build_session(env, bytes, options.threads)?;
         let mut shape = read_shape(&session, options.chip_size)?;
         let metadata_labels = session.metadata().ok().and_then(|m| m.custom("labels"));
 
@@ -154,11 +146,21 @@ impl Model {
         }
         shape.classes = classes;
         let labels = choose_labels(options.labels, metadata_labels.as_deref(), classes)?;
+        // The first session passed every check; the others are the same graph.
+        let mut sessions = vec![session];
+        for _ in 1..options.sessions.max(1) {
+            sessions.push(build_session(env, bytes, options.threads)?);
+        }
         Ok(Self {
-            session: Mutex::new(session),
+            sessions: pool::Pool::new(sessions),
             shape,
             labels,
         })
+    }
+
+    /// How many sessions run batches side by side.
+    pub fn sessions(&self) -> usize {
+        self.sessions.size()
     }
 
     /// Runs one batch `[n, 3, H, W]` and returns the softmax probabilities, one row per image.
@@ -166,23 +168,39 @@ impl Model {
         self.predict_timed(batch).map(|(rows, _)| rows)
     }
 
-    /// [`Model::predict`], and the time ONNX Runtime spent on it. The clock starts once the
-    /// session lock is held: with one batch running and the next waiting for the session,
-    /// the wait is queueing, not inference, and `inference_ms` must not count it twice.
+    /// [`Model::predict`], and the time ONNX Runtime spent on it. The clock starts once a
+    /// session is free: with every session busy and the next batch waiting for one, the wait
+    /// is queueing, not inference, and `inference_ms` must not count it twice.
     pub fn predict_timed(
         &self,
         batch: ArrayView4<'_, f32>,
     ) -> Result<(Vec<Vec<f32>>, Duration), String> {
-        let mut session = self
-            .session
-            .lock()
-            .map_err(|_| "the session lock is poisoned".to_string())?;
-        let started = Instant::now();
-        let logits = run_session(&mut session, batch)?;
-        let ran = started.elapsed();
-        drop(session);
-        Ok((logits.iter().map(|row| softmax(row)).collect(), ran))
+        let (logits, ran) = self.sessions.with(|session| {
+            let started = Instant::now();
+            let logits = run_session(session, batch);
+            (logits, started.elapsed())
+        });
+        Ok((logits?.iter().map(|row| softmax(row)).collect(), ran))
     }
+}
+
+/// One session from the model's bytes with `threads` intra-op threads.
+fn build_session(env: &Environment, bytes: &[u8], threads: usize) -> Result<Session, String> {
+    let configure =
+        |e: ort::Error<SessionBuilder>| format!("cannot configure the ONNX Runtime session: {e}");
+    Session::builder(env)
+        .map_err(|e| format!("cannot create an ONNX Runtime session: {e}"))?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(configure)?
+        .with_intra_threads(threads)
+        .map_err(configure)?
+        .with_inter_threads(1)
+        .map_err(configure)?
+        // Idle intra-op threads must not spin: decoding shares these vCPUs between batches.
+        .with_config_entry("session.intra_op.allow_spinning", "0")
+        .map_err(configure)?
+        .commit_from_memory(bytes)
+        .map_err(|e| format!("not a usable ONNX model ({} bytes): {e}", bytes.len()))
 }
 
 fn run_session(session: &mut Session, batch: ArrayView4<'_, f32>) -> Result<Vec<Vec<f32>>, String> {

@@ -27,6 +27,7 @@ impl Ort {
     pub fn model(&self, threads: usize) -> Model {
         let options = ModelOptions {
             threads,
+            sessions: 1,
             labels: None,
             chip_size: None,
         };

@@ -1,16 +1,20 @@
 //! Imagery: from a building's position to the decoded images its chip needs.
 //!
 //! `template` turns `TILE_URL` into URLs, `fetch` gets bytes, `decode` makes RGB8 images,
-//! `chip` stitches them, `cache` keeps them warm across invocations. The pipeline's assembly
+//! `chip` stitches them, `cache` keeps them warm across invocations, and `flight` makes
+//! concurrent requests for one image share a single fetch and decode. The pipeline's assembly
 //! decides when each step runs (sharing images between chips); this module only knows how.
 
 pub mod cache;
 pub mod chip;
 pub mod decode;
 pub mod fetch;
+pub mod flight;
 pub mod template;
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use image::RgbImage;
@@ -20,13 +24,23 @@ use crate::error::BuildingError;
 use crate::geo::{ChipWindow, LatLon};
 use cache::ImageCache;
 use fetch::Fetcher;
+use flight::{Flights, Joined};
 use template::{ImagePart, TileTemplate};
+
+/// An image fetched and decoded once for every request waiting for it, and the decoding time.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub image: Result<Arc<RgbImage>, BuildingError>,
+    pub decode: Duration,
+}
 
 /// Everything needed to turn positions into chip images; one per sandbox.
 pub struct Imagery {
     template: TileTemplate,
     fetcher: Fetcher,
     cache: Option<Mutex<ImageCache>>,
+    /// Images being fetched and decoded, by URL.
+    flights: Flights<Loaded>,
     zoom: u8,
     chip_size: u32,
 }
@@ -43,6 +57,7 @@ impl Imagery {
             template,
             fetcher,
             cache: (cache_bytes > 0).then(|| Mutex::new(ImageCache::new(cache_bytes))),
+            flights: Flights::new(),
             zoom,
             chip_size,
         }
@@ -66,6 +81,20 @@ impl Imagery {
 
     pub fn cached(&self, url: &str) -> Option<Arc<RgbImage>> {
         self.cache.as_ref()?.lock().ok()?.get(url)
+    }
+
+    /// The image at `url` from the warm cache, else a seat on the one fetch of it in flight,
+    /// started with `load()` when no other request has started it. `load` must keep what it
+    /// decodes ([`Imagery::decode`] does), so no request misses both the cache and the flight.
+    pub fn cached_or_join<F>(
+        &self,
+        url: &str,
+        load: impl FnOnce() -> F,
+    ) -> Joined<Arc<RgbImage>, Loaded>
+    where
+        F: Future<Output = Loaded> + Send + 'static,
+    {
+        self.flights.join_unless(url, || self.cached(url), load)
     }
 
     pub fn remember(&self, url: &str, image: &Arc<RgbImage>) {

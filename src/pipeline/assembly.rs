@@ -1,9 +1,11 @@
 //! Chip assembly: from the buildings' positions to finished chips, one message per chip.
 //!
 //! Every unique image the request needs is fetched once (neighbouring buildings share tiles):
-//! from the warm cache, else from the source under the download semaphore. It is decoded on a
-//! blocking thread (at most one decode per vCPU), and the moment a chip has all its images it
-//! is stitched, fitted to the model's input size and sent. Chips therefore arrive in the order
+//! from the warm cache, else from the source under the download semaphore, and once for every
+//! request in flight that needs it (a request finding another's fetch under way waits for it:
+//! `imagery::flight`). It is decoded on a blocking thread (at most one decode per vCPU), and
+//! the moment a chip has all its images it is stitched, fitted to the model's input size and
+//! sent. Chips therefore arrive in the order
 //! their images complete, roughly request order. An image is dropped as soon as no unfinished
 //! chip needs it.
 //!
@@ -19,10 +21,18 @@ use image::RgbImage;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::error::{BuildingError, ErrorCode};
 use crate::geo::LatLon;
-use crate::imagery::{Imagery, chip};
+use crate::imagery::flight::Joined;
+use crate::imagery::{Imagery, Loaded, chip};
+
+/// How long a shared fetch may run at most: Lambda's longest timeout. A fetch is bounded by
+/// the requests waiting for it (it stops when the last one stops waiting, at its own cutoff)
+/// and by `DOWNLOAD_TIMEOUT_MS` and `DOWNLOAD_RETRIES`, never by the cutoff of the request
+/// that happened to start it.
+const SHARED_FETCH_BUDGET: Duration = Duration::from_secs(900);
 
 /// A finished chip (at the model's input size) or why it could not be made, by chip index.
 pub type ChipMessage = (usize, Result<RgbImage, BuildingError>);
@@ -126,7 +136,7 @@ impl ChipMaker {
         });
         let mut fetches = JoinSet::new();
         for index in 0..run.jobs.len() {
-            fetches.spawn(load_image(Arc::clone(&run), index));
+            fetches.spawn(load_image(Arc::clone(&run), index).in_current_span());
         }
         // A chip needing no image at all (outside the world's rows) is ready now.
         let empty: Vec<usize> = run
@@ -225,44 +235,77 @@ fn plan(imagery: &Imagery, points: &[LatLon]) -> (Vec<ImageJob>, Vec<ChipParts>)
     (jobs, parts)
 }
 
-/// Gets one image (warm cache, else the source), decodes it off the async threads, and
-/// delivers it to the chips waiting for it.
+/// Gets one image (warm cache, else the fetch in flight for it, else a fetch of its own) and
+/// delivers it to the chips waiting for it. No fetch starts after the cutoff, and the wait for
+/// one ends there.
 async fn load_image(run: Arc<Run>, index: usize) {
-    let url = run.jobs[index].url.clone();
+    let job = &run.jobs[index];
     run.first_request.get_or_init(Instant::now);
-    if let Some(image) = run.imagery.cached(&url) {
-        run.cache_hits.fetch_add(1, Ordering::Relaxed);
-        let run = Arc::clone(&run);
-        let _ = tokio::task::spawn_blocking(move || deliver(&run, index, Ok(image))).await;
-        return;
-    }
-    let bytes = {
-        let Ok(_slot) = run.download_slots.acquire().await else {
-            return;
-        };
-        if run.stop.load(Ordering::SeqCst) || Instant::now() >= run.cutoff {
-            Err(BuildingError::deadline_exceeded())
-        } else {
-            run.fetched.fetch_add(1, Ordering::Relaxed);
-            run.imagery.fetch(&url, run.cutoff).await
+    let late = run.stop.load(Ordering::SeqCst) || Instant::now() >= run.cutoff;
+    let joined = if late {
+        match run.imagery.cached(&job.url) {
+            Some(image) => Joined::Found(image),
+            None => {
+                deliver(&run, index, Err(BuildingError::deadline_exceeded()));
+                return;
+            }
+        }
+    } else {
+        let (imagery, downloads, decodes) = (
+            Arc::clone(&run.imagery),
+            Arc::clone(&run.download_slots),
+            Arc::clone(&run.decode_slots),
+        );
+        let (url, expected) = (job.url.clone(), job.expected);
+        run.imagery.cached_or_join(&job.url, move || {
+            fetch_and_decode(imagery, downloads, decodes, url, expected)
+        })
+    };
+    let (image, started) = match joined {
+        Joined::Found(image) => {
+            run.cache_hits.fetch_add(1, Ordering::Relaxed);
+            (Ok(image), false)
+        }
+        Joined::Flying(seat) => {
+            let counter = if seat.started {
+                &run.fetched
+            } else {
+                &run.cache_hits
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            let image = match tokio::time::timeout_at(run.cutoff, seat.wait()).await {
+                Ok(Some(Loaded { image, decode })) => {
+                    if seat.started {
+                        run.decode_nanos
+                            .fetch_add(decode.as_nanos() as u64, Ordering::Relaxed);
+                    }
+                    image
+                }
+                Ok(None) => Err(BuildingError::new(
+                    ErrorCode::ImageInvalid,
+                    "decoding failed: the fetch and decode task panicked",
+                )),
+                Err(_) => Err(BuildingError::deadline_exceeded()),
+            };
+            (image, seat.started)
         }
     };
-    let Ok(_cpu) = run.decode_slots.acquire().await else {
-        return;
-    };
-    let imagery = Arc::clone(&run.imagery);
+    // Stitching is CPU work: off the async threads. Timed for the request that fetched the
+    // image, as its decoding is.
     let task_run = Arc::clone(&run);
+    let span = tracing::Span::current();
     let worker = tokio::task::spawn_blocking(move || {
-        let started = std::time::Instant::now();
-        let run = task_run;
-        let job = &run.jobs[index];
-        let image = bytes.and_then(|bytes| imagery.decode(&job.url, &bytes, job.expected));
-        deliver(&run, index, image);
-        run.decode_nanos
-            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let _in = span.enter();
+        let stitching = std::time::Instant::now();
+        deliver(&task_run, index, image);
+        if started {
+            task_run
+                .decode_nanos
+                .fetch_add(stitching.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
     });
     if let Err(e) = worker.await {
-        // A panic while decoding: fail the chips still waiting for this image.
+        // A panic while stitching: fail the chips still waiting for this image.
         deliver(
             &run,
             index,
@@ -271,6 +314,51 @@ async fn load_image(run: Arc<Run>, index: usize) {
                 format!("decoding failed: {e}"),
             )),
         );
+    }
+}
+
+/// The work of one fetch, shared by every request waiting for the image: the bytes from the
+/// source under the download semaphore, then decoded on a blocking thread under the decode
+/// semaphore, and kept in the warm cache.
+async fn fetch_and_decode(
+    imagery: Arc<Imagery>,
+    downloads: Arc<Semaphore>,
+    decodes: Arc<Semaphore>,
+    url: String,
+    expected: (u32, u32),
+) -> Loaded {
+    let unavailable = |what: &str| Loaded {
+        image: Err(BuildingError::new(ErrorCode::ImageUnavailable, what)),
+        decode: Duration::ZERO,
+    };
+    let bytes = {
+        let Ok(_slot) = downloads.acquire().await else {
+            return unavailable("the download limiter is closed");
+        };
+        imagery
+            .fetch(&url, Instant::now() + SHARED_FETCH_BUDGET)
+            .await
+    };
+    let Ok(_cpu) = decodes.acquire().await else {
+        return unavailable("the decode limiter is closed");
+    };
+    let span = tracing::Span::current();
+    let decoded = tokio::task::spawn_blocking(move || {
+        let _in = span.enter();
+        let started = std::time::Instant::now();
+        let image = bytes.and_then(|bytes| imagery.decode(&url, &bytes, expected));
+        (image, started.elapsed())
+    })
+    .await;
+    match decoded {
+        Ok((image, decode)) => Loaded { image, decode },
+        Err(e) => Loaded {
+            image: Err(BuildingError::new(
+                ErrorCode::ImageInvalid,
+                format!("decoding failed: {e}"),
+            )),
+            decode: Duration::ZERO,
+        },
     }
 }
 
