@@ -171,10 +171,11 @@ $(SAM): | $(VENV_PYTHON)
 	$(VENV)/bin/pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION)
 
 ## soak: SOAK_INVOCATIONS (default 500) warm invocations of mixed good and bad events through
-## the real bootstrap; prints peak RSS at invocation 50 and at the end (fails past +10 %) and
-## checks every building of every answer. (`make test` runs a 60-invocation version.)
+## the real bootstrap, one at a time and then eight at a time (AWS_LAMBDA_MAX_CONCURRENCY=8);
+## prints peak RSS at invocation 50 and at the end (fails past +10 %) and checks every building
+## of every answer. (`make test` runs 60-invocation versions of both.)
 soak: ort
-	SOAK_INVOCATIONS=$${SOAK_INVOCATIONS:-500} $(CARGO) test --test it -- --ignored --nocapture --exact soak::soak
+	SOAK_INVOCATIONS=$${SOAK_INVOCATIONS:-500} $(CARGO) test --test it -- --ignored --nocapture --exact soak::soak soak::soak_concurrent
 
 fmt:
 	$(CARGO) fmt --all

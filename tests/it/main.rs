@@ -31,6 +31,7 @@ mod faults_lambda;
 mod imagery;
 mod imagery_lambda;
 mod lambda_e2e;
+mod managed_lambda;
 mod model_source;
 mod operability_lambda;
 mod properties;
