@@ -265,7 +265,7 @@ fn every_failure_lands_on_exactly_the_buildings_needing_that_image() {
     assert_eq!(counters(&answer), (attempts.len() as u64, 0));
 
     // The resized image is reported in the log, naming the URL and both sizes.
-    let logs = function.logs();
+    let logs = function.logs_containing("unexpected size");
     let warning = logs
         .lines()
         .find(|l| l.contains("unexpected size"))

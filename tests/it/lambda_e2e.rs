@@ -142,11 +142,8 @@ fn direct_invoke_end_to_end_with_the_model_from_s3_cold_then_warm() {
         1,
         "the model is read from S3 once per sandbox"
     );
-    assert!(
-        lambda.logs().contains("\"invocation done\""),
-        "{}",
-        lambda.logs()
-    );
+    let logs = lambda.logs_containing("\"invocation done\"");
+    assert!(logs.contains("\"invocation done\""), "{logs}");
 }
 
 #[test]

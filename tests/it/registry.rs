@@ -109,7 +109,8 @@ fn prediction<'a>(answer: &'a Value, id: &str) -> &'a Value {
 }
 
 /// The fields of the first JSON log line whose message is `message`.
-fn log_fields(logs: &str, message: &str) -> Value {
+fn log_fields(lambda: &LambdaProcess, message: &str) -> Value {
+    let logs = lambda.logs_containing(&format!("\"message\":{}", json!(message)));
     logs.lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .find(|l| l["message"] == message)
@@ -266,7 +267,7 @@ fn geojson_footprints_match_by_containment_and_points_by_distance() {
         [4, 4, 2, 2, 1, 1].map(|n| json!(n)).each_ref()
     );
 
-    let ready = log_fields(&lambda.logs(), "registry ready");
+    let ready = log_fields(&lambda, "registry ready");
     assert_eq!(
         [
             &ready["format"],
@@ -358,9 +359,11 @@ fn skipped_bad_rows_are_counted_and_logged() {
         .unwrap_response();
     assert_eq!(prediction(&answer, "red")["registry"]["record"]["id"], "A");
     assert_eq!(answer["registry"]["records"], 2);
-    let logs = lambda.logs();
-    assert_eq!(log_fields(&logs, "registry ready")["bad_rows"], 2);
-    let skipped = log_fields(&logs, "registry rows skipped (REGISTRY_SKIP_BAD_ROWS=true)");
+    assert_eq!(log_fields(&lambda, "registry ready")["bad_rows"], 2);
+    let skipped = log_fields(
+        &lambda,
+        "registry rows skipped (REGISTRY_SKIP_BAD_ROWS=true)",
+    );
     assert_eq!(skipped["bad_rows"], 2);
     assert_eq!(
         skipped["first"],
@@ -537,5 +540,5 @@ fn init_loads_the_registry_from_s3_concurrently_with_the_model() {
     let model_ms = answer["timing"]["model_load_ms"].as_f64().unwrap();
     assert!(registry_ms >= delay.as_millis() as f64, "{registry_ms}");
     assert!(model_ms >= delay.as_millis() as f64, "{model_ms}");
-    assert_eq!(log_fields(&lambda.logs(), "registry ready")["records"], 1);
+    assert_eq!(log_fields(&lambda, "registry ready")["records"], 1);
 }

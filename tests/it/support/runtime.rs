@@ -356,6 +356,20 @@ impl LambdaProcess {
         self.logs.lock().unwrap().clone()
     }
 
+    /// The child's logs once they contain `needle` (or after 10 s, for the caller's assertion
+    /// to show what came). Its stderr is read by another thread, which may lag behind an answer
+    /// on a busy machine.
+    pub fn logs_containing(&self, needle: &str) -> String {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let logs = self.logs();
+            if logs.contains(needle) || Instant::now() > end {
+                return logs;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// What the child wrote to stdout only (where CloudWatch EMF lines belong).
     pub fn stdout(&self) -> String {
         self.stdout.lock().unwrap().clone()
