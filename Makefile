@@ -35,7 +35,7 @@ export ORT_DYLIB_PATH ?= $(ORT_LIB)
 
 .PHONY: all build release lambda ort run test lint fmt clippy clean lint-template \
   build-TilePredictFunction package check-package bench-registry soak \
-  bench bench-quick bench-model
+  bench bench-quick bench-managed bench-model
 
 all: build
 
@@ -92,7 +92,8 @@ test: ort
 	$(CARGO) test --all-targets
 
 ## bench: the end-to-end benchmark on loopback (release build): ONNX Runtime alone, init,
-## 110 and 1,000 buildings cold/warm, the floor, the two-phase baseline and the tuning sweep.
+## 110 and 1,000 buildings cold/warm, many small requests one at a time and concurrently
+## (Managed Instances, with costs), the floor, the two-phase baseline and the tuning sweep.
 ## Prints everything docs/PERFORMANCE.md shows, then the registry benchmark
 ## (bench-registry). BENCH_ARGS=--quick skips the sweep.
 BENCH_DIR := $(CURDIR)/.bench
@@ -105,6 +106,12 @@ bench: ort $(BENCH_MODEL)
 
 bench-quick: ort $(BENCH_MODEL)
 	BENCH_MODEL=$(BENCH_MODEL) $(CARGO) bench --bench e2e -- --quick
+
+## bench-managed: only the many-small-requests section (Lambda Managed Instances: concurrency
+## sweep, sessions, cost per 1,000 predictions). Prices: BENCH_ARGS='--instance-price 0.1008'
+## (also --lambda-price, --request-price, --management-fee).
+bench-managed: ort $(BENCH_MODEL)
+	BENCH_MODEL=$(BENCH_MODEL) $(CARGO) bench --bench e2e -- --managed $(BENCH_ARGS)
 
 ## bench-model: the ~45 MB ResNet-18-shaped model (random seeded weights), made on demand.
 bench-model: $(BENCH_MODEL)
@@ -161,11 +168,14 @@ check-package: package
 	  print("unpacked zip answered events/direct.json:", a["model"]["labels"], a["timing"]["total_ms"], "ms")' \
 	  $(DIST)/unpacked-answer.json
 
-## lint-template: cfn-lint and SAM's own validation of template.yaml; fails on errors.
+## lint-template: cfn-lint and SAM's own validation of template.yaml (with
+## AWS::LanguageExtensions expanded, as CloudFormation does), then the template translated for
+## classic Lambda and for Managed Instances (scripts/check_template.py); fails on errors.
 lint-template: $(SAM)
 	$(VENV)/bin/cfn-lint template.yaml
-	SAM_CLI_TELEMETRY=0 $(SAM) validate --region us-east-1
+	SAM_CLI_TELEMETRY=0 $(SAM) validate --language-extensions --region us-east-1
 	SAM_CLI_TELEMETRY=0 $(SAM) validate --lint --region us-east-1
+	SAM_CLI_TELEMETRY=0 $(VENV_PYTHON) scripts/check_template.py template.yaml
 
 $(SAM): | $(VENV_PYTHON)
 	$(VENV)/bin/pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION)

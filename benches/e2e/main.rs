@@ -7,7 +7,9 @@
 //! ratio to it, the two-phase baseline, the tuning sweep, and the targets.
 //!
 //! `cargo bench --bench e2e` (what `make bench` runs, after making the model) passes `--bench`;
-//! `-- --quick` skips the sweep. Without `--bench` (as `cargo test --all-targets` runs bench
+//! `-- --quick` skips the sweep; `-- --managed` runs only the many-small-requests section
+//! (Lambda Managed Instances), which takes prices with `--lambda-price`, `--request-price`,
+//! `--instance-price` and `--management-fee`. Without `--bench` (as `cargo test --all-targets` runs bench
 //! targets) it only checks that the benchmark's world is what it claims to be.
 
 // The integration tests' support code: the bench uses its servers and emulator, not the rest.
@@ -17,6 +19,7 @@ mod support;
 
 mod floor;
 mod function;
+mod managed;
 mod report;
 mod two_phase;
 mod world;
@@ -42,6 +45,10 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
+    let prices = managed::Prices::from_args(&args).unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(2);
+    });
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let model = std::env::var_os("BENCH_MODEL")
         .map_or_else(|| root.join(".bench/resnet18_128.onnx"), PathBuf::from);
@@ -63,8 +70,10 @@ fn main() {
             .map(|(k, v)| (k, v.to_string()))
             .collect();
         bench.profile(runs, &settings);
+    } else if args.iter().any(|a| a == "--managed") {
+        bench.managed_only(prices);
     } else {
-        bench.run(quick);
+        bench.run(quick, prices);
     }
 }
 
@@ -73,6 +82,7 @@ struct Defaults {
     batch_size: usize,
     concurrency: usize,
     threads: usize,
+    sessions: usize,
 }
 
 fn defaults() -> Defaults {
@@ -87,6 +97,7 @@ fn defaults() -> Defaults {
         batch_size: c.batch_size,
         concurrency: c.max_concurrent_downloads,
         threads: c.inference_threads,
+        sessions: c.inference.sessions,
     }
 }
 
@@ -139,8 +150,8 @@ impl Bench {
         }
     }
 
-    fn run(&self, quick: bool) {
-        let started = Instant::now();
+    /// The machine, the model and the defaults: the head of every report.
+    fn header(&self) {
         let d = &self.defaults;
         println!("# tilepredict benchmark\n");
         println!("- machine: {}", machine());
@@ -151,9 +162,34 @@ impl Bench {
             std::fs::metadata(&self.model).map_or(0, |m| m.len()) as f64 / 1e6
         );
         println!(
-            "- function defaults: BATCH_SIZE={} MAX_CONCURRENT_DOWNLOADS={} INFERENCE_THREADS={}",
-            d.batch_size, d.concurrency, d.threads
+            "- function defaults: BATCH_SIZE={} MAX_CONCURRENT_DOWNLOADS={} INFERENCE_THREADS={} INFERENCE_SESSIONS={}",
+            d.batch_size, d.concurrency, d.threads, d.sessions
         );
+    }
+
+    /// `-- --managed`: only the Managed Instances section.
+    fn managed_only(&self, prices: managed::Prices) {
+        let started = Instant::now();
+        self.header();
+        println!();
+        let services = Services::start(
+            &self.model,
+            self.ort_library.clone(),
+            Arc::new(world::tile_variants()),
+        );
+        let ort = floor::Ort::load(&self.ort_library, &self.model);
+        managed::run(&services, &ort, self.defaults.threads, prices);
+        println!(
+            "load average at end: {}; the benchmark took {:.0} s",
+            load_average(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+
+    fn run(&self, quick: bool, prices: managed::Prices) {
+        let started = Instant::now();
+        let d = &self.defaults;
+        self.header();
 
         let variants = Arc::new(world::tile_variants());
         let decode = decode_ms(&variants);
@@ -188,8 +224,9 @@ impl Bench {
         println!();
 
         self.ort_alone(&ort, session_ms);
-        drop(ort);
         let main = self.main_cases(&services);
+        let api = managed::run(&services, &ort, d.threads, prices);
+        drop(ort);
         let quickest_tile = ms(services
             .latency
             .mean
@@ -205,7 +242,7 @@ impl Bench {
         if !quick {
             self.sweep(&services, &main);
         }
-        self.targets(&main, &floors, &baseline);
+        self.targets(&main, &floors, &baseline, &api);
         println!(
             "load average at end: {}; the benchmark took {:.0} s",
             load_average(),
@@ -558,7 +595,7 @@ impl Bench {
         table.print();
     }
 
-    fn targets(&self, main: &Main, floors: &[Floor], speedups: &[f64]) {
+    fn targets(&self, main: &Main, floors: &[Floor], speedups: &[f64], api: &managed::Summary) {
         println!("## Targets\n");
         let mut table = Table::new(&["target", "measured", "goal", "met"]);
         let mut check = |name: &str, measured: String, goal: &str, met: bool| {
@@ -605,6 +642,18 @@ impl Bench {
             format!("{:.0} MB; {:.0} MB", off.peak_rss_mb, on.peak_rss_mb),
             "≤ 600 MB",
             off.peak_rss_mb.max(on.peak_rss_mb) <= 600.0,
+        );
+        check(
+            "many small requests, 16 in flight vs one at a time",
+            format!("{:.2}×", api.speedup),
+            "≥ 3×",
+            api.speedup >= 3.0,
+        );
+        check(
+            "many small requests, 16 in flight vs ONNX Runtime alone at batch 32",
+            format!("{:.0} %", api.share_of_ort * 100.0),
+            "≥ 85 %",
+            api.share_of_ort >= 0.85,
         );
         table.print();
     }
@@ -688,6 +737,7 @@ fn self_check() {
         "tiles should weigh what aerial tiles do: {} KB",
         sizes.show(1)
     );
+    managed::self_check();
     println!(
         "bench world ok: tiles {} KB (run the benchmark with `make bench`)",
         sizes.show(1)
