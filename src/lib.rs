@@ -8,7 +8,8 @@
 //! this list and fails when the code leaves it.
 //!
 //! 1. **Front ends** — `main.rs` (arguments, runtime, init) starts one of: [`lambda`] (the
-//!    Runtime API loop, the init-error report) or [`cli`] (local commands).
+//!    Runtime API loop, one invocation at a time or, on Lambda Managed Instances, many; the
+//!    init-error report) or [`cli`] (local commands).
 //! 2. **One invocation** — [`handler`]: event in, answer out, within Lambda's response limit.
 //! 3. **Caller shapes and reporting** — [`events`] (direct, GeoJSON, API Gateway, Step
 //!    Functions: detect and parse), [`answer`] (outcomes → JSON), [`telemetry`] (the
@@ -17,9 +18,10 @@
 //!    `predict` per request.
 //! 5. **Settings** — [`config`]: environment → a validated [`config::Config`] holding the
 //!    settings types of the layers below; nothing below reads the environment.
-//! 6. **Engines** — [`pipeline`] (positions → chips → batches, overlapped), [`imagery`]
-//!    (URL templates, fetch, decode, stitch, cache), [`model`] (ONNX Runtime session,
-//!    batched runs), [`registry`] (the known-buildings register).
+//! 6. **Engines** — [`pipeline`] (positions → chips → batches, overlapped; one batcher for
+//!    every request in flight), [`imagery`] (URL templates, fetch, decode, stitch, cache, one
+//!    fetch per image in flight), [`model`] (ONNX Runtime sessions, batched runs), [`registry`]
+//!    (the known-buildings register).
 //! 7. **Foundations** — [`outcome`] (what a run produces: outcomes, timing, model info),
 //!    [`error`] (every error a caller or operator sees), [`request`] (building lists →
 //!    buildings), [`geo`] and [`centroid`] (web-mercator and footprint math), [`preprocess`]

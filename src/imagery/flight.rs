@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 /// The flights in progress, by key.
 pub struct Flights<V> {
-    running: Arc<Mutex<HashMap<String, Entry<V>>>>,
+    running: Running<V>,
 }
 
 struct Entry<V> {
@@ -25,15 +25,32 @@ struct Entry<V> {
     flight: Weak<Flight<V>>,
 }
 
+/// The flights by key, shared with each flight's task and `Drop`.
+type Running<V> = Arc<Mutex<HashMap<String, Entry<V>>>>;
+
 struct Flight<V> {
     result: watch::Receiver<Option<V>>,
     task: AbortHandle,
+    key: String,
+    serial: u64,
+    running: Weak<Mutex<HashMap<String, Entry<V>>>>,
 }
 
-/// Aborts the work when its last waiter is gone.
+/// Aborts the work when its last waiter is gone, and frees its key (the task, aborted, cannot).
 impl<V> Drop for Flight<V> {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(running) = self.running.upgrade() {
+            forget(&running, &self.key, self.serial);
+        }
+    }
+}
+
+/// Removes `key`'s entry if it is still flight `serial`'s (a later flight may have taken it).
+fn forget<V>(running: &Mutex<HashMap<String, Entry<V>>>, key: &str, serial: u64) {
+    let mut running = running.lock().unwrap_or_else(PoisonError::into_inner);
+    if running.get(key).is_some_and(|e| e.serial == serial) {
+        running.remove(key);
     }
 }
 
@@ -106,11 +123,7 @@ impl<V: Clone + Send + Sync + 'static> Flights<V> {
                 let value = work.await;
                 // Free the key first, then publish: a caller that misses the flight finds
                 // whatever the work left behind (the cache) rather than a finished flight.
-                let mut running = done.lock().unwrap_or_else(PoisonError::into_inner);
-                if running.get(&owned_key).is_some_and(|e| e.serial == serial) {
-                    running.remove(&owned_key);
-                }
-                drop(running);
+                forget(&done, &owned_key, serial);
                 let _ = tx.send(Some(value));
             }
             .in_current_span(),
@@ -118,6 +131,9 @@ impl<V: Clone + Send + Sync + 'static> Flights<V> {
         let flight = Arc::new(Flight {
             result: rx,
             task: task.abort_handle(),
+            key: key.to_string(),
+            serial,
+            running: Arc::downgrade(&self.running),
         });
         running.insert(
             key.to_string(),
@@ -134,10 +150,7 @@ impl<V: Clone + Send + Sync + 'static> Flights<V> {
 
     /// How many keys have a flight in progress (for tests and checks).
     pub fn in_progress(&self) -> usize {
-        self.lock()
-            .values()
-            .filter(|e| e.flight.strong_count() > 0)
-            .count()
+        self.lock().len()
     }
 
     /// The map. No code panics while holding it; were it poisoned, it is still whole.

@@ -1,10 +1,11 @@
 //! The process's one batcher: chips from every request in flight share batches.
 //!
 //! Each request joins with a [`Ticket`] and pushes its chips as they are made. A batch goes to
-//! inference (on `spawn_blocking`) as soon as it is full, or at once when the model is idle or
-//! a request with chips waiting has no more coming, so downloads and inference overlap with no
-//! phase barrier, across requests as within one. At most one batch per session plus one ready
-//! batch are handed over, which bounds tensor memory while keeping every session busy.
+//! inference (on `spawn_blocking`) as soon as it is full, or at once when a session is idle or
+//! no request has more chips coming, so downloads and inference overlap with no phase barrier,
+//! across requests as within one, and under load batches fill up rather than go half empty. At
+//! most one batch per session plus one ready batch are handed over, which bounds tensor memory
+//! while keeping every session busy.
 //!
 //! **Fairness.** A batch is filled round-robin over the requests with chips waiting, one chip
 //! each in turn, starting after the request that got the last place of the previous batch;
@@ -75,7 +76,8 @@ pub struct Batcher {
 struct Shared {
     infer: Arc<dyn Infer>,
     batch_size: usize,
-    max_in_flight: usize,
+    /// Batches that can run at once (the model's sessions).
+    sessions: usize,
     queue: Mutex<Queue>,
 }
 
@@ -112,7 +114,7 @@ impl Batcher {
             shared: Arc::new(Shared {
                 infer,
                 batch_size: batch_size.max(1),
-                max_in_flight: sessions.max(1) + 1,
+                sessions: sessions.max(1),
                 queue: Mutex::new(Queue {
                     next_ticket: 1,
                     ..Queue::default()
@@ -217,14 +219,17 @@ impl Shared {
 }
 
 impl Queue {
-    /// Whether waiting chips should go now rather than wait for a full batch.
-    fn should_send(&self, batch_size: usize) -> bool {
-        self.pending >= batch_size
-            || self.in_flight == 0
-            || self
-                .waiting
-                .values()
-                .any(|w| w.complete && !w.chips.is_empty())
+    /// Whether a batch should go now: when a session is idle, whatever waits goes; otherwise
+    /// only a full batch, or the last chips when no request has more coming, take the one
+    /// ready place behind the running batches (prepared while they run). A lone request
+    /// batches exactly as before: its first chip at once, full batches, then its last chips.
+    fn should_send(&self, batch_size: usize, sessions: usize) -> bool {
+        if self.pending == 0 || self.in_flight > sessions {
+            return false;
+        }
+        self.in_flight < sessions
+            || self.pending >= batch_size
+            || self.waiting.values().all(|w| w.complete)
     }
 
     /// Up to `size` chips, round-robin over the requests with chips waiting (see the module
@@ -266,10 +271,7 @@ fn dispatch(shared: &Arc<Shared>, queue: &mut Queue) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
-    while queue.pending > 0
-        && queue.in_flight < shared.max_in_flight
-        && queue.should_send(shared.batch_size)
-    {
+    while queue.should_send(shared.batch_size, shared.sessions) {
         let batch = queue.take(shared.batch_size);
         let mut requests: Vec<u64> = batch.iter().map(|(t, _, _)| *t).collect();
         requests.sort_unstable();
@@ -580,6 +582,48 @@ mod tests {
         for _ in 0..10 {
             let s = next(&mut big_rx).await;
             assert_eq!(s.result.unwrap(), vec![1.0, s.index as f32]);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn under_load_batches_fill_and_every_idle_session_takes_what_waits() {
+        // One session: a request that has finished waits for the idle model rather than send a
+        // small batch ahead while another request is still making chips.
+        let one = rig(8, 1);
+        let (a, mut a_rx) = one.batcher.join(None);
+        a.push(0, chip(1, 0, false));
+        one.started(1).await;
+        let (b, _b_rx) = one.batcher.join(None);
+        a.push(1, chip(1, 1, false));
+        a.push(2, chip(1, 2, false));
+        a.finish();
+        b.push(0, chip(2, 0, false));
+        assert_eq!(
+            one.batches().len(),
+            1,
+            "nothing sent while the session is busy"
+        );
+        one.release();
+        one.started(2).await;
+        assert_eq!(one.batches()[1], [(2, 0), (1, 1), (1, 2)]);
+        one.release();
+        for _ in 0..3 {
+            assert!(next(&mut a_rx).await.result.is_ok());
+        }
+
+        // Two sessions: two batches run side by side, each taking what waited.
+        let two = rig(8, 2);
+        let (c, mut c_rx) = two.batcher.join(None);
+        c.push(0, chip(3, 0, false));
+        c.push(1, chip(3, 1, false));
+        two.started(2).await;
+        let mut both = two.batches();
+        both.sort(); // the two start in either order on the blocking threads
+        assert_eq!(both, [vec![(3, 0)], vec![(3, 1)]]);
+        two.release();
+        two.release();
+        for _ in 0..2 {
+            assert!(next(&mut c_rx).await.result.is_ok());
         }
     }
 
