@@ -9,7 +9,7 @@ ORT_LIB := $(ORT_DIR)/libonnxruntime.so.$(ORT_VERSION)
 PYTHON ?= python3
 CARGO ?= cargo
 # Python tools live in a project-local venv: SAM CLI (which brings cfn-lint) for
-# `make lint-template`, the Lambda build tools below, the benchmark model's onnx + numpy.
+# `make lint-template`, the Lambda build tools below, the model tools (onnx, numpy, onnxruntime).
 VENV := $(CURDIR)/.venv
 VENV_PYTHON := $(VENV)/bin/python3
 SAM_CLI_VERSION := 1.170.0
@@ -35,7 +35,7 @@ export ORT_DYLIB_PATH ?= $(ORT_LIB)
 
 .PHONY: all build release lambda ort run test lint fmt clippy clean lint-template \
   build-TilePredictFunction package check-package bench-registry soak \
-  bench bench-quick bench-managed bench-model
+  bench bench-quick bench-managed bench-model quantize model-metadata fixture-models
 
 all: build
 
@@ -91,6 +91,19 @@ test: ort
 	$(PYTHON) scripts/check_layers.py
 	$(CARGO) test --all-targets
 
+# The Python side of models, pinned: onnx and numpy (the bench and fixture model generators) and
+# onnxruntime (its quantization tools, and the same ONNX Runtime release the function runs).
+ONNX_PY_VERSION := 1.23.2
+NUMPY_VERSION := 2.4.6
+# sympy: onnxruntime's quantization preprocessing runs symbolic shape inference with it.
+SYMPY_VERSION := 1.14.0
+MODEL_TOOLS := $(VENV)/.model-tools-$(ONNX_PY_VERSION)-$(NUMPY_VERSION)-$(ORT_VERSION)-$(SYMPY_VERSION)
+
+$(MODEL_TOOLS): | $(VENV_PYTHON)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check onnx==$(ONNX_PY_VERSION) \
+	  numpy==$(NUMPY_VERSION) onnxruntime==$(ORT_VERSION) sympy==$(SYMPY_VERSION)
+	touch $@
+
 ## bench: the end-to-end benchmark on loopback (release build): ONNX Runtime alone, init,
 ## 110 and 1,000 buildings cold/warm, many small requests one at a time and concurrently
 ## (Managed Instances, with costs), the floor, the two-phase baseline and the tuning sweep.
@@ -98,14 +111,17 @@ test: ort
 ## (bench-registry). BENCH_ARGS=--quick skips the sweep.
 BENCH_DIR := $(CURDIR)/.bench
 BENCH_MODEL := $(BENCH_DIR)/resnet18_128.onnx
+BENCH_MODEL_INT8 := $(BENCH_DIR)/resnet18_128.int8.onnx
 BENCH_ARGS ?=
 
-bench: ort $(BENCH_MODEL)
-	BENCH_MODEL=$(BENCH_MODEL) $(CARGO) bench --bench e2e -- $(BENCH_ARGS)
+bench: ort $(BENCH_MODEL) $(BENCH_MODEL_INT8)
+	BENCH_MODEL=$(BENCH_MODEL) BENCH_MODEL_INT8=$(BENCH_MODEL_INT8) \
+	  $(CARGO) bench --bench e2e -- $(BENCH_ARGS)
 	$(MAKE) --no-print-directory bench-registry
 
-bench-quick: ort $(BENCH_MODEL)
-	BENCH_MODEL=$(BENCH_MODEL) $(CARGO) bench --bench e2e -- --quick
+bench-quick: ort $(BENCH_MODEL) $(BENCH_MODEL_INT8)
+	BENCH_MODEL=$(BENCH_MODEL) BENCH_MODEL_INT8=$(BENCH_MODEL_INT8) \
+	  $(CARGO) bench --bench e2e -- --quick
 
 ## bench-managed: only the many-small-requests section (Lambda Managed Instances: concurrency
 ## sweep, sessions, cost per 1,000 predictions). Prices: BENCH_ARGS='--instance-price 0.1008'
@@ -113,15 +129,50 @@ bench-quick: ort $(BENCH_MODEL)
 bench-managed: ort $(BENCH_MODEL)
 	BENCH_MODEL=$(BENCH_MODEL) $(CARGO) bench --bench e2e -- --managed $(BENCH_ARGS)
 
-## bench-model: the ~45 MB ResNet-18-shaped model (random seeded weights), made on demand.
-bench-model: $(BENCH_MODEL)
+## bench-model: the ~45 MB ResNet-18-shaped model (random seeded weights), made on demand,
+## and its int8 copy, quantized like `make quantize` does on 256 chips of the bench's world.
+bench-model: $(BENCH_MODEL) $(BENCH_MODEL_INT8)
 
-$(BENCH_MODEL): scripts/make_bench_model.py $(VENV)/.installed
+$(BENCH_MODEL): scripts/make_bench_model.py $(MODEL_TOOLS)
 	$(VENV)/bin/python scripts/make_bench_model.py $@
 
-$(VENV)/.installed: | $(VENV_PYTHON)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'onnx>=1.16,<2' 'numpy>=1.26,<3'
-	touch $@
+$(BENCH_MODEL_INT8): $(BENCH_MODEL) scripts/quantize.py $(MODEL_TOOLS) | $(ORT_LIB)
+	BENCH_MODEL=$(BENCH_MODEL) $(CARGO) bench --bench e2e -- --calibration $(BENCH_DIR)/calibration.npy
+	$(VENV)/bin/python scripts/quantize.py $(BENCH_MODEL) $(BENCH_DIR)/calibration.npy $@
+
+## quantize: an int8 copy of a model (ONNX Runtime's static quantization: QDQ, per-channel int8
+## weights, uint8 activations), calibrated on chips the function itself cuts for BUILDINGS (an
+## event file: direct, GeoJSON or Step Functions items; a few hundred buildings) from TILE_URL,
+## with the model settings in the environment. One chip in five is held out; then prints how
+## often the two models agree on them, the largest probability difference and the speed-up.
+##   make quantize MODEL=roof.onnx BUILDINGS=city.json TILE_URL='https://…/{z}/{x}/{y}.jpg'
+## writes roof.int8.onnx (or OUT=…). MODEL is a local file; TILE_ZOOM, MODEL_LABELS, … apply.
+QUANTIZE_DIR := $(CURDIR)/.quantize
+QUANTIZED = $(or $(OUT),$(basename $(MODEL)).int8.onnx)
+
+quantize: release ort $(MODEL_TOOLS)
+	@test -n "$(MODEL)" -a -n "$(BUILDINGS)" -a -n "$(TILE_URL)" || { echo "usage: make quantize" \
+	  "MODEL=model.onnx BUILDINGS=buildings.json TILE_URL='https://…/{z}/{x}/{y}.jpg' [OUT=…]"; exit 2; }
+	mkdir -p $(QUANTIZE_DIR)
+	MODEL_URI=$(abspath $(MODEL)) TILE_URL='$(TILE_URL)' RUST_LOG=$${RUST_LOG:-warn} \
+	  ./target/release/bootstrap chips $(BUILDINGS) $(QUANTIZE_DIR)/chips.npy
+	$(VENV)/bin/python scripts/quantize.py $(MODEL) $(QUANTIZE_DIR)/chips.npy $(QUANTIZED) \
+	  --held-out $(QUANTIZE_DIR)/held-out.npy
+	MODEL_URI=$(abspath $(MODEL)) RUST_LOG=$${RUST_LOG:-warn} \
+	  ./target/release/bootstrap compare $(QUANTIZED) $(QUANTIZE_DIR)/held-out.npy
+
+## model-metadata: settings written into a model, so it describes itself (any of labels, output,
+## output_kind, positive_threshold, input_layout, input_channels, input_range, input_mean,
+## input_std, chip_size; `key=` removes one). Checked as init checks them.
+##   make model-metadata MODEL=in.onnx OUT=out.onnx SET='labels=other,asbestos input_channels=bgr'
+model-metadata: build
+	@test -n "$(MODEL)" -a -n "$(OUT)" -a -n "$(SET)" || { echo "usage: make model-metadata" \
+	  "MODEL=in.onnx OUT=out.onnx SET='labels=other,asbestos …'"; exit 2; }
+	./target/debug/bootstrap metadata $(MODEL) $(OUT) $(SET)
+
+## fixture-models: rewrite the tiny committed test models (scripts/make_fixture_models.py).
+fixture-models: $(MODEL_TOOLS)
+	$(VENV)/bin/python scripts/make_fixture_models.py fixtures/models
 
 ## bench-registry: load time, memory and lookup cost of generated 1,000,000-point registers
 ## (written to .bench/). Release build; about a minute on 2 vCPUs once built.
@@ -198,4 +249,4 @@ lint: clippy
 
 clean:
 	$(CARGO) clean
-	rm -rf $(ORT_DIR) $(DIST) .aws-sam $(BENCH_DIR)
+	rm -rf $(ORT_DIR) $(DIST) .aws-sam $(BENCH_DIR) $(QUANTIZE_DIR)

@@ -28,7 +28,8 @@ pub fn direct(
     })
 }
 
-/// `{"label", "score", "probabilities": {label: p, …}}` for one successful building, plus
+/// `{"label", "score", "probabilities": {label: p, …}}` for one successful building, with
+/// `"labels"` (every label at or above the threshold) for a multilabel model, plus
 /// `"registry"` when a register is configured.
 pub fn scored(model: &ModelInfo, scored: &Scored) -> Map<String, Value> {
     let probabilities: Map<String, Value> = model
@@ -40,6 +41,9 @@ pub fn scored(model: &ModelInfo, scored: &Scored) -> Map<String, Value> {
     let mut fields = Map::new();
     fields.insert("label".into(), json!(scored.label));
     fields.insert("score".into(), json!(round6(scored.score)));
+    if let Some(labels) = &scored.labels {
+        fields.insert("labels".into(), json!(labels));
+    }
     fields.insert("probabilities".into(), Value::Object(probabilities));
     crate::registry::answer::add_listing(&mut fields, scored);
     fields
@@ -81,11 +85,7 @@ mod tests {
 
     #[test]
     fn coordinates_are_echoed_as_sent_and_absent_ones_stay_absent() {
-        let model = ModelInfo {
-            uri: "file:///m.onnx".into(),
-            version: "1".into(),
-            labels: vec!["a".into()],
-        };
+        let model = ModelInfo::named("file:///m.onnx", "1", &["a"]);
         let buildings = [
             parse_building(0, &json!({"id": "no-lon", "lat": 52.2})),
             parse_building(1, &json!({"id": "null-lon", "lat": 52.2, "lon": null})),

@@ -12,15 +12,15 @@ use std::time::Instant;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::blob::BlobUri;
 use crate::config::Config;
 use crate::error::{BuildingError, ConfigError, ErrorCode, StartupError};
 use crate::imagery::Imagery;
 use crate::imagery::fetch::{FetchSettings, Fetcher};
 use crate::model::{Model, ModelOptions, onnx_runtime, ort_library_path};
-use crate::outcome::{ModelInfo, Outcome, Scored, Timing, ms, round2};
+use crate::outcome::{ModelInfo, Outcome, Timing, ms, round2};
 use crate::pipeline::Pipeline;
 use crate::pipeline::assembly::ChipMaker;
-use crate::preprocess::Normalisation;
 use crate::registry::Registry;
 use crate::request::BuildingInput;
 
@@ -47,27 +47,13 @@ impl App {
         if let Some(settings) = config.registry.clone() {
             registry_task.spawn(crate::registry::load(settings, config.model_load_timeout));
         }
-        let library = ort_library_path(config.ort_dylib_path.as_deref());
-        let environment = onnx_runtime(&library).map_err(StartupError::OnnxRuntime)?;
-
-        let started = Instant::now();
-        let blob = crate::blob::load(&config.model_uri, "model", config.model_load_timeout)
-            .await
-            .map_err(StartupError::ModelLoad)?;
-        let fetch_ms = ms(started.elapsed());
-        let model_bytes = blob.bytes.len();
-        let options = ModelOptions {
-            threads: config.inference.threads_per_session(),
-            sessions: config.inference.sessions,
-            labels: config.model_labels.as_deref(),
-            chip_size: config.chip_size,
-        };
-        let model = Model::new(environment, &blob.bytes, &options)
-            .map_err(|e| StartupError::Model(format!("model {}: {e}", config.model_uri)))?;
-        let model_load_ms = ms(started.elapsed());
-        let version = blob.version;
-        // The session holds its own copy of the weights; the downloaded bytes can go now.
-        drop(blob.bytes);
+        let LoadedModel {
+            model,
+            version,
+            bytes: model_bytes,
+            fetch_ms,
+            load_ms: model_load_ms,
+        } = load_model(&config, &config.model_uri).await?;
         let registry = match registry_task.join_next().await {
             None => None,
             Some(joined) => Some(joined.map_err(|e| {
@@ -78,7 +64,10 @@ impl App {
             check_positive_label(&registry.settings.positive_label, &model.labels)?;
         }
 
-        if let Some(fixed) = model.shape.fixed_batch
+        for note in &model.notes {
+            tracing::warn!(model = %config.model_uri, "{note}");
+        }
+        if let Some(fixed) = model.input.fixed_batch
             && fixed != config.batch_size
         {
             tracing::warn!(
@@ -87,9 +76,7 @@ impl App {
                 "the model has a fixed batch size; BATCH_SIZE follows it"
             );
         }
-        let chip_size = config
-            .chip_size
-            .unwrap_or(model.shape.width.max(model.shape.height) as u32);
+        let chip_size = model.input.chip_size;
         let fetcher = Fetcher::new(FetchSettings {
             timeout: config.download_timeout,
             retries: config.download_retries,
@@ -105,16 +92,24 @@ impl App {
             chip_size,
             config.tile_cache_bytes,
         );
-        let model_info = ModelInfo {
-            uri: config.model_uri.to_string(),
-            version,
-            labels: model.labels.clone(),
-        };
+        let model_info = model.info(&config.model_uri.to_string(), &version);
         tracing::info!(
             model = %model_info.uri,
             version = %model_info.version,
             labels = %model_info.labels.join(","),
-            input = %format!("[N,3,{},{}]", model.shape.height, model.shape.width),
+            input = %format!(
+                "{} {} {} {} {}",
+                model_info.input.shape,
+                model_info.input.element_type,
+                model_info.input.layout,
+                model_info.input.channels,
+                model_info.input.range
+            ),
+            output = %format!(
+                "{} {} {}",
+                model_info.output.name, model_info.output.shape, model_info.output.kind
+            ),
+            decision = %model_info.decision.rule,
             chip_size,
             zoom = config.tile_zoom,
             threads = config.inference_threads,
@@ -134,7 +129,6 @@ impl App {
         let pipeline = Pipeline::new(
             Arc::new(model),
             chips,
-            Normalisation::new(config.input_mean, config.input_std),
             config.batch_size,
             config.fault_panic_rgb,
         );
@@ -207,6 +201,17 @@ impl App {
         (outcomes, timing)
     }
 
+    /// The model, as init learnt it.
+    pub fn model(&self) -> &Model {
+        &self.pipeline.model
+    }
+
+    /// The sandbox's chip assembly (imagery and its limits), for tools that need the chips
+    /// themselves (`bootstrap chips`).
+    pub fn chip_maker(&self) -> &ChipMaker {
+        &self.pipeline.chips
+    }
+
     /// The registry, when `REGISTRY_URI` is set.
     pub fn registry(&self) -> Option<&Registry> {
         self.registry.as_ref()
@@ -218,9 +223,10 @@ impl App {
         self.cold.swap(false, Ordering::SeqCst)
     }
 
-    /// The label and score, or `inference_failed` when the model's row cannot be trusted: a
-    /// row of another width than the labels (a model whose output width depends on its input)
-    /// or non-finite values (NaN/∞ logits) would otherwise become a wrong label or a panic.
+    /// The label(s) and score, or `inference_failed` when the model's row cannot be trusted:
+    /// a row of another width than the labels (a model whose output width depends on its
+    /// input) or non-finite values (NaN/∞ scores) would otherwise become a wrong label or a
+    /// panic. The model's decision rule (threshold, argmax or multilabel) picks the label.
     fn scored(&self, probabilities: Vec<f32>) -> Outcome {
         let labels = &self.model_info.labels;
         if probabilities.len() != labels.len() {
@@ -236,20 +242,50 @@ impl App {
         if probabilities.iter().any(|p| !p.is_finite()) {
             return Err(BuildingError::new(
                 ErrorCode::InferenceFailed,
-                "the model's output for this chip is not finite (NaN or infinite logits)",
+                "the model's output for this chip is not finite (NaN or infinite scores)",
             ));
         }
-        let (best, score) = probabilities.iter().copied().enumerate().fold(
-            (0, f32::NEG_INFINITY),
-            |acc, (i, p)| if p > acc.1 { (i, p) } else { acc },
-        );
-        Ok(Scored {
-            label: labels[best].clone(),
-            score,
-            probabilities,
-            registry: None,
-        })
+        Ok(self.pipeline.model.decision.decide(labels, probabilities))
     }
+}
+
+/// A model ready to run, and what loading it cost.
+pub struct LoadedModel {
+    pub model: Model,
+    /// The S3 object's ETag, or the file's size and modification time.
+    pub version: String,
+    pub bytes: usize,
+    pub fetch_ms: f64,
+    /// Fetch and session, together.
+    pub load_ms: f64,
+}
+
+/// Loads ONNX Runtime (once per process) and the model at `uri` (S3 or file) with `config`'s
+/// model settings: what init does, and what `bootstrap inspect` and `compare` do without the
+/// rest of the sandbox.
+pub async fn load_model(config: &Config, uri: &BlobUri) -> Result<LoadedModel, StartupError> {
+    let library = ort_library_path(config.ort_dylib_path.as_deref());
+    let environment = onnx_runtime(&library).map_err(StartupError::OnnxRuntime)?;
+    let started = Instant::now();
+    let blob = crate::blob::load(uri, "model", config.model_load_timeout)
+        .await
+        .map_err(StartupError::ModelLoad)?;
+    let fetch_ms = ms(started.elapsed());
+    let options = ModelOptions {
+        threads: config.inference.threads_per_session(),
+        sessions: config.inference.sessions,
+        settings: &config.model,
+    };
+    let model = Model::new(environment, &blob.bytes, &options)
+        .map_err(|e| StartupError::Model(format!("model {uri}: {e}")))?;
+    // The session holds its own copy of the weights; the downloaded bytes go when this returns.
+    Ok(LoadedModel {
+        model,
+        version: blob.version,
+        bytes: blob.bytes.len(),
+        fetch_ms,
+        load_ms: ms(started.elapsed()),
+    })
 }
 
 /// `REGISTRY_POSITIVE_LABEL` must name one of the model's labels, or nothing would ever count

@@ -1,6 +1,7 @@
 //! The executable's local commands, for running the function without Lambda:
 //! `bootstrap invoke EVENT.json` handles one event exactly as Lambda would and prints the answer
-//! on stdout (logs and the metrics line go to stderr, so stdout is the answer alone).
+//! on stdout (logs and the metrics line go to stderr, so stdout is the answer alone). The model
+//! tools (`inspect`, `metadata`, `chips`, `compare`) live in `tools`.
 
 use std::process::ExitCode;
 
@@ -17,10 +18,16 @@ pub enum Command {
     Serve,
     /// `invoke EVENT.json`: handle one event locally.
     Invoke(String),
+    /// The model tools (`inspect`, `metadata`, `chips`, `compare`): see [`crate::tools`].
+    Tool(crate::tools::Tool),
 }
 
 pub const USAGE: &str = "usage: bootstrap                      (as an AWS Lambda function)
-       bootstrap invoke EVENT.json   (run one event locally, print the answer)";
+       bootstrap invoke EVENT.json   (run one event locally, print the answer)
+       bootstrap inspect [--json]    (what the function makes of MODEL_URI's model)
+       bootstrap metadata MODEL.onnx [OUT.onnx KEY=VALUE...]   (show or write model settings)
+       bootstrap chips EVENT.json OUT.npy        (the model's input tensors for buildings)
+       bootstrap compare OTHER.onnx CHIPS.npy    (MODEL_URI's model against another)";
 
 impl Command {
     /// The command named by the arguments (program name excluded), or `None` for a usage error.
@@ -28,7 +35,7 @@ impl Command {
         match args {
             [] => Some(Self::Serve),
             [cmd, path] if cmd == "invoke" => Some(Self::Invoke(path.clone())),
-            _ => None,
+            _ => crate::tools::Tool::parse(args).map(Self::Tool),
         }
     }
 }
@@ -79,6 +86,10 @@ mod tests {
             Some(Command::Invoke("e.json".into()))
         );
         assert_eq!(Command::parse(&args(&["invoke"])), None);
+        assert!(matches!(
+            Command::parse(&args(&["inspect"])),
+            Some(Command::Tool(_))
+        ));
         assert_eq!(Command::parse(&args(&["predict", "x", "y"])), None);
     }
 }

@@ -9,7 +9,8 @@
 //!
 //! 1. **Front ends** — `main.rs` (arguments, runtime, init) starts one of: [`lambda`] (the
 //!    Runtime API loop, one invocation at a time or, on Lambda Managed Instances, many; the
-//!    init-error report) or [`cli`] (local commands).
+//!    init-error report), [`cli`] (local commands) or [`tools`] (the model tools: `inspect`,
+//!    `metadata`, `chips`, `compare`).
 //! 2. **One invocation** — [`handler`]: event in, answer out, within Lambda's response limit.
 //! 3. **Caller shapes and reporting** — [`events`] (direct, GeoJSON, API Gateway, Step
 //!    Functions: detect and parse), [`answer`] (outcomes → JSON), [`telemetry`] (the
@@ -20,12 +21,13 @@
 //!    settings types of the layers below; nothing below reads the environment.
 //! 6. **Engines** — [`pipeline`] (positions → chips → batches, overlapped; one batcher for
 //!    every request in flight), [`imagery`] (URL templates, fetch, decode, stitch, cache, one
-//!    fetch per image in flight), [`model`] (ONNX Runtime sessions, batched runs), [`registry`]
-//!    (the known-buildings register).
+//!    fetch per image in flight), [`model`] (what the model takes and answers, chips → its
+//!    input tensor, a pool of ONNX Runtime sessions, raw output → probabilities → labels),
+//!    [`registry`] (the known-buildings register).
 //! 7. **Foundations** — [`outcome`] (what a run produces: outcomes, timing, model info),
 //!    [`error`] (every error a caller or operator sees), [`request`] (building lists →
-//!    buildings), [`geo`] and [`centroid`] (web-mercator and footprint math), [`preprocess`]
-//!    (pixels → tensor), [`blob`] (files read at init from S3 or disk), [`secrets`],
+//!    buildings), [`geo`] and [`centroid`] (web-mercator and footprint math), [`blob`] (files
+//!    read at init from S3 or disk), [`secrets`],
 //!    [`logging`], [`allocator`].
 //!
 //! docs/ARCHITECTURE.md has the code map, the life of one request through these modules, and
@@ -48,8 +50,8 @@ pub mod logging;
 pub mod model;
 pub mod outcome;
 pub mod pipeline;
-pub mod preprocess;
 pub mod registry;
 pub mod request;
 pub mod secrets;
 pub mod telemetry;
+pub mod tools;

@@ -34,13 +34,18 @@ async fn run() -> ExitCode {
         eprintln!("{}", cli::USAGE);
         return ExitCode::from(2);
     };
+    if let Command::Tool(tool) = &command
+        && !tool.needs_app()
+    {
+        return tool.run_alone().await;
+    }
     let app = match init().await {
         Ok(app) => app,
         Err(error) => {
             tracing::error!(error_type = error.error_type(), "init failed: {error}");
             match command {
                 Command::Serve => lambda::report_init_error(&error).await,
-                Command::Invoke(_) => eprintln!("init failed ({}): {error}", error.error_type()),
+                _ => eprintln!("init failed ({}): {error}", error.error_type()),
             }
             return ExitCode::FAILURE;
         }
@@ -48,6 +53,7 @@ async fn run() -> ExitCode {
     match command {
         Command::Serve => lambda::serve(Arc::new(app)).await,
         Command::Invoke(path) => cli::invoke(&app, &path).await,
+        Command::Tool(tool) => tool.run_with(&app).await,
     }
 }
 

@@ -5,9 +5,10 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use ndarray::Array4;
 use tilepredict::geo::LatLon;
 use tilepredict::imagery::Imagery;
+use tilepredict::model::input::InputBatch;
+use tilepredict::model::settings::ModelSettings;
 use tilepredict::model::{Model, ModelOptions, onnx_runtime};
 
 /// ONNX Runtime with the benchmark model, in memory.
@@ -28,18 +29,24 @@ impl Ort {
         let options = ModelOptions {
             threads,
             sessions: 1,
-            labels: None,
-            chip_size: None,
+            settings: &ModelSettings::default(),
         };
         Model::new(self.env, &self.bytes, &options).unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
-/// A batch of `n` chips of the model's input size, pixel values as the pipeline makes them.
-pub fn tensor(model: &Model, n: usize) -> Array4<f32> {
+/// A batch of `n` random-pixel chips of the model's input size, in its input tensor.
+pub fn tensor(model: &Model, n: usize) -> InputBatch {
     let mut rng = fastrand::Rng::with_seed(7);
-    let (h, w) = (model.shape.height, model.shape.width);
-    Array4::from_shape_simple_fn((n, 3, h, w), || f32::from(rng.u8(..)) / 255.0)
+    let (h, w) = (model.input.height as u32, model.input.width as u32);
+    let chips: Vec<image::RgbImage> = (0..n)
+        .map(|_| {
+            image::RgbImage::from_fn(w, h, |_, _| {
+                image::Rgb([rng.u8(..), rng.u8(..), rng.u8(..)])
+            })
+        })
+        .collect();
+    model.input.batch(&chips.iter().collect::<Vec<_>>())
 }
 
 /// ONNX Runtime time for `chips` chips in batches of `batch` (the last one partial), inputs
@@ -47,18 +54,18 @@ pub fn tensor(model: &Model, n: usize) -> Array4<f32> {
 pub fn ort_time(model: &Model, chips: usize, batch: usize, repeats: usize) -> Duration {
     let full = tensor(model, batch);
     let tail = tensor(model, chips % batch);
-    model.predict(full.view()).expect("warm-up run");
+    model.run(&full, batch).expect("warm-up run");
     if !chips.is_multiple_of(batch) {
-        model.predict(tail.view()).expect("warm-up run");
+        model.run(&tail, chips % batch).expect("warm-up run");
     }
     (0..repeats.max(1))
         .map(|_| {
             let started = Instant::now();
             for _ in 0..chips / batch {
-                model.predict(full.view()).expect("ONNX Runtime run");
+                model.run(&full, batch).expect("ONNX Runtime run");
             }
             if !chips.is_multiple_of(batch) {
-                model.predict(tail.view()).expect("ONNX Runtime run");
+                model.run(&tail, chips % batch).expect("ONNX Runtime run");
             }
             started.elapsed()
         })

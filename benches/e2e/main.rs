@@ -9,7 +9,9 @@
 //! `cargo bench --bench e2e` (what `make bench` runs, after making the model) passes `--bench`;
 //! `-- --quick` skips the sweep; `-- --managed` runs only the many-small-requests section
 //! (Lambda Managed Instances), which takes prices with `--lambda-price`, `--request-price`,
-//! `--instance-price` and `--management-fee`. Without `--bench` (as `cargo test --all-targets` runs bench
+//! `--instance-price` and `--management-fee`. With `BENCH_MODEL_INT8` (the quantized bench
+//! model, which `make bench` makes from `-- --calibration OUT.npy`'s chips) it also compares
+//! int8 with float32. Without `--bench` (as `cargo test --all-targets` runs bench
 //! targets) it only checks that the benchmark's world is what it claims to be.
 
 // The integration tests' support code: the bench uses its servers and emulator, not the rest.
@@ -19,6 +21,7 @@ mod support;
 
 mod floor;
 mod function;
+mod int8;
 mod managed;
 mod report;
 mod two_phase;
@@ -61,7 +64,18 @@ fn main() {
         );
         std::process::exit(2);
     }
-    let bench = Bench::new(model, ort_library);
+    if let Some(at) = args.iter().position(|a| a == "--calibration") {
+        let Some(out) = args.get(at + 1) else {
+            eprintln!("usage: cargo bench --bench e2e -- --calibration OUT.npy");
+            std::process::exit(2);
+        };
+        int8::write_calibration(&floor::Ort::load(&ort_library, &model), out.as_ref());
+        return;
+    }
+    let int8_model = std::env::var_os("BENCH_MODEL_INT8")
+        .map(PathBuf::from)
+        .filter(|p| p.is_file());
+    let bench = Bench::new(model, ort_library, int8_model);
     if let Some(at) = args.iter().position(|a| a == "--profile") {
         let runs = args.get(at + 1).and_then(|n| n.parse().ok()).unwrap_or(10);
         let settings: Vec<(&str, String)> = args
@@ -133,6 +147,8 @@ impl Measured {
 struct Bench {
     model: PathBuf,
     ort_library: PathBuf,
+    /// The quantized bench model (`BENCH_MODEL_INT8`), when made.
+    int8_model: Option<PathBuf>,
     defaults: Defaults,
     cases: [Case; 2],
 }
@@ -141,10 +157,11 @@ struct Bench {
 type Main = Vec<(Measured, Measured)>;
 
 impl Bench {
-    fn new(model: PathBuf, ort_library: PathBuf) -> Self {
+    fn new(model: PathBuf, ort_library: PathBuf, int8_model: Option<PathBuf>) -> Self {
         Self {
             model,
             ort_library,
+            int8_model,
             defaults: defaults(),
             cases: [world::neighbourhood(), world::town()],
         }
@@ -210,7 +227,7 @@ impl Bench {
         let started_session = Instant::now();
         let model = ort.model(d.threads);
         let session_ms = ms(started_session.elapsed());
-        let chip = model.shape.width as u32;
+        let chip = model.input.width as u32;
         let tile_url = format!("{}/{{z}}/{{x}}/{{y}}.jpg", services.tiles.base_url());
         let imagery = Arc::new(two_phase::imagery(&tile_url, chip, d.concurrency));
         let unique: Vec<usize> = self
@@ -237,12 +254,16 @@ impl Bench {
             .enable_all()
             .build()
             .expect("tokio runtime");
+        let int8 = self
+            .int8_model
+            .as_ref()
+            .map(|path| self.int8(path, &services, &model, &imagery, &main));
         let baseline = self.two_phase(&rt, &model, imagery, &main);
         drop(model);
         if !quick {
             self.sweep(&services, &main);
         }
-        self.targets(&main, &floors, &baseline, &api);
+        self.targets(&main, &floors, &baseline, &api, int8.as_ref());
         println!(
             "load average at end: {}; the benchmark took {:.0} s",
             load_average(),
@@ -595,7 +616,120 @@ impl Bench {
         table.print();
     }
 
-    fn targets(&self, main: &Main, floors: &[Floor], speedups: &[f64], api: &managed::Summary) {
+    /// The int8 model against float32, all in one process each: ONNX Runtime alone (the
+    /// function's session settings, batch `BATCH_SIZE`), end to end on the 1,000-building case
+    /// (warm, cache off, a fresh process), and the answers on every chip of both cases.
+    fn int8(
+        &self,
+        path: &std::path::Path,
+        services: &Services,
+        float: &tilepredict::model::Model,
+        imagery: &Arc<tilepredict::imagery::Imagery>,
+        main: &Main,
+    ) -> Int8 {
+        let d = &self.defaults;
+        println!("## int8 (static QDQ, per-channel; `make bench` quantizes the bench model)\n");
+        let bytes = std::fs::read(path).expect("int8 bench model");
+        let quantized = floor::Ort::load(&self.ort_library, path).model(d.threads);
+        let chips = 128;
+        let rate = |m: &tilepredict::model::Model| {
+            chips as f64 / floor::ort_time(m, chips, d.batch_size, 3).as_secs_f64()
+        };
+        let (float_rate, int8_rate) = (rate(float), rate(&quantized));
+
+        let mut cut = Vec::new();
+        for case in &self.cases {
+            cut.extend(int8::cut(imagery, float, &case.points));
+        }
+        let same = tilepredict::model::compare::compare(
+            float,
+            &quantized,
+            &int8::batch(float, &cut),
+            d.batch_size,
+        )
+        .expect("both models take the bench's chips");
+
+        services.s3.put(function::BUCKET, INT8_KEY, &bytes);
+        let town = &self.cases[1];
+        let settings = [
+            ("TILE_CACHE_MB", "0".to_string()),
+            ("MODEL_URI", format!("s3://{}/{INT8_KEY}", function::BUCKET)),
+        ];
+        let f = Function::start(services, &settings, town);
+        let e2e = Measured::take(&f, &[(town, WARM_RUNS)]);
+        drop(f);
+        let e2e_float = main[1].0.warm_stat(|r| r.timing.throughput_per_s).median;
+        let e2e_int8 = e2e.warm_stat(|r| r.timing.throughput_per_s).median;
+
+        println!(
+            "ONNX Runtime alone: {chips} chips in batches of {}, {} threads, best of 3. End to end: \
+             {} warm runs of the 1,000-building case (cache off), median. Answers: every chip of \
+             both cases ({} chips; the model was calibrated on other buildings), the function's \
+             own decision rule.\n",
+            d.batch_size, d.threads, WARM_RUNS, same.chips
+        );
+        let (at_median, median) = same.agreement_at_median(1);
+        let (low, high) = same.spread(1);
+        println!(
+            "float32's p(asbestos) on these chips spans {low:.4}–{high:.4} (random weights: every \
+             chip is \"other\" at the default threshold of 0.5, so the same answer there is \
+             certain). The hardest test puts the threshold at float32's median, {median:.4}: half \
+             the chips on each side, as near the boundary as they come.\n"
+        );
+        let mut table = Table::new(&[
+            "model",
+            "MB",
+            "ONNX Runtime alone, images/s",
+            "1,000 buildings, predictions/s",
+            "peak RSS MB",
+            "same answer as float32",
+            "same side of the median",
+            "largest |Δp|",
+        ]);
+        table.row(vec![
+            "float32".into(),
+            format!(
+                "{:.1}",
+                std::fs::metadata(&self.model).map_or(0, |m| m.len()) as f64 / 1e6
+            ),
+            format!("{float_rate:.0}"),
+            format!("{e2e_float:.0}"),
+            format!("{:.0}", main[1].0.peak_rss_mb),
+            "—".into(),
+            "—".into(),
+            "—".into(),
+        ]);
+        table.row(vec![
+            "int8 QDQ".into(),
+            format!("{:.1}", bytes.len() as f64 / 1e6),
+            format!("{int8_rate:.0} ({:.2}×)", int8_rate / float_rate),
+            format!("{e2e_int8:.0} ({:.2}×)", e2e_int8 / e2e_float),
+            format!("{:.0}", e2e.peak_rss_mb),
+            format!(
+                "{} of {} ({:.2} %)",
+                same.same,
+                same.chips,
+                same.agreement_percent()
+            ),
+            format!("{at_median:.2} %"),
+            format!("{:.4}", same.largest),
+        ]);
+        table.print();
+        Int8 {
+            speedup: int8_rate / float_rate,
+            agreement: same.agreement_percent(),
+            at_median,
+        }
+    }
+
+    fn targets(
+        &self,
+        main: &Main,
+        floors: &[Floor],
+        speedups: &[f64],
+        api: &managed::Summary,
+        int8: Option<&Int8>,
+    ) {
         println!("## Targets\n");
         let mut table = Table::new(&["target", "measured", "goal", "met"]);
         let mut check = |name: &str, measured: String, goal: &str, met: bool| {
@@ -655,8 +789,32 @@ impl Bench {
             "≥ 85 %",
             api.share_of_ort >= 0.85,
         );
+        if let Some(q) = int8 {
+            check(
+                "int8 bench model: ONNX Runtime alone vs float32, at the same answer",
+                format!("{:.2}× at {:.2} %", q.speedup, q.agreement),
+                "≥ 2.5× at ≥ 99 %",
+                q.speedup >= 2.5 && q.agreement >= 99.0,
+            );
+            check(
+                "int8 bench model: same side of a threshold at float32's median (the worst case)",
+                format!("{:.2} %", q.at_median),
+                "≥ 99 %",
+                q.at_median >= 99.0,
+            );
+        }
         table.print();
     }
+}
+
+/// Where the int8 bench model goes in the loopback S3 server.
+const INT8_KEY: &str = "models/resnet18_128.int8.onnx";
+
+/// What the int8 section measured, for the targets.
+struct Int8 {
+    speedup: f64,
+    agreement: f64,
+    at_median: f64,
 }
 
 struct Floor {

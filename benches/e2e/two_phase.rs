@@ -1,7 +1,7 @@
 //! The old strategy, rebuilt from the library's own pieces as the baseline: a download phase
 //! (every unique image fetched, same HTTP client settings and concurrency as the function),
-//! then an inference phase (decode on all vCPUs, stitch, normalise into batch tensors, run the
-//! batches). Same work, same parts; only the phase barrier differs from `Pipeline::run`.
+//! then an inference phase (decode on all vCPUs, stitch, run the batches through the model's
+//! own chips → tensor path). Same work, same parts; only the phase barrier differs from `Pipeline::run`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,13 +9,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use image::RgbImage;
-use ndarray::{Array4, Axis};
 use tilepredict::geo::LatLon;
 use tilepredict::imagery::fetch::{FetchSettings, Fetcher};
 use tilepredict::imagery::template::TileTemplate;
 use tilepredict::imagery::{Imagery, chip, decode};
 use tilepredict::model::Model;
-use tilepredict::preprocess::Normalisation;
 use tokio::sync::Semaphore;
 
 use crate::world::ZOOM;
@@ -68,20 +66,22 @@ impl TwoPhase {
 
         let started = Instant::now();
         let images = self.decode_all(&urls, &bodies);
-        let norm = Normalisation::new([0.0; 3], [1.0; 3]);
-        let (h, w) = (model.shape.height, model.shape.width);
+        let (h, w) = (model.input.height as u32, model.input.width as u32);
         let size = self.imagery.chip_size();
         for batch in plans.chunks(self.batch_size) {
-            let mut tensor = Array4::<f32>::zeros((batch.len(), 3, h, w));
-            for (mut slot, parts) in tensor.axis_iter_mut(Axis(0)).zip(batch) {
-                let parts: Vec<(&RgbImage, i64, i64)> = parts
-                    .iter()
-                    .map(|p| (&images[&p.url], p.dx, p.dy))
-                    .collect();
-                let chip = chip::fit(chip::stitch(&parts, size), w as u32, h as u32);
-                norm.write(&chip, slot.as_slice_mut().expect("contiguous"));
-            }
-            model.predict(tensor.view()).expect("ONNX Runtime run");
+            let chips: Vec<RgbImage> = batch
+                .iter()
+                .map(|parts| {
+                    let parts: Vec<(&RgbImage, i64, i64)> = parts
+                        .iter()
+                        .map(|p| (&images[&p.url], p.dx, p.dy))
+                        .collect();
+                    chip::fit(chip::stitch(&parts, size), w, h)
+                })
+                .collect();
+            model
+                .predict(&chips.iter().collect::<Vec<_>>())
+                .expect("ONNX Runtime run");
         }
         Phases {
             download,

@@ -106,6 +106,23 @@ pub fn api_requests(requests: usize, per_request: usize, seed: u64) -> Vec<Case>
 /// so no two chips share one.
 pub const API_SPACING_M: f64 = 150.0;
 
+/// 256 buildings over the same 3 km square from another seed: the int8 bench model's
+/// calibration set, apart from the measured cases so the agreement is measured on chips the
+/// quantizer never saw.
+pub fn calibration() -> Case {
+    let mut rng = fastrand::Rng::with_seed(SEED + 2);
+    let points = (0..256)
+        .map(|_| {
+            offset(
+                CENTRE,
+                3000.0 * (rng.f64() - 0.5),
+                3000.0 * (rng.f64() - 0.5),
+            )
+        })
+        .collect();
+    Case::new("256 calibration buildings / 3 km", points)
+}
+
 /// The point `east`, `north` metres from `p` (flat-earth over a few km: fine for a benchmark).
 fn offset(p: LatLon, east: f64, north: f64) -> LatLon {
     let m = metres_per_pixel(p.lat, ZOOM);

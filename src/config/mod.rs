@@ -22,25 +22,22 @@ use std::time::Duration;
 use crate::blob::BlobUri;
 use crate::error::ConfigError;
 use crate::imagery::template::TileTemplate;
+use crate::model::settings::ModelSettings;
 use crate::registry::RegistrySettings;
 use crate::secrets::TileHeaders;
-use values::{channels, headers, number};
+use values::{headers, number};
 
 /// Everything the function reads from its environment. Defaults are in `README.md`.
 /// `Debug` is safe to log: `tile_template` and `tile_headers` redact their secrets.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub model_uri: BlobUri,
-    /// `MODEL_LABELS`; `None` → model metadata `labels`, else `class_0…`.
-    pub model_labels: Option<Vec<String>>,
-    /// Per-channel mean/std applied after scaling pixels to [0, 1].
-    pub input_mean: [f32; 3],
-    pub input_std: [f32; 3],
+    /// The model settings given here (`MODEL_LABELS`, `OUTPUT_KIND`, `INPUT_*`, `CHIP_SIZE`,
+    /// …); `None` where unset, so the model's metadata, then its shape, can decide.
+    pub model: ModelSettings,
     /// `TILE_URL`, parsed; prints with literal query values redacted.
     pub tile_template: TileTemplate,
     pub tile_zoom: u8,
-    /// `CHIP_SIZE`; `None` → the model's input size.
-    pub chip_size: Option<u32>,
     pub batch_size: usize,
     pub max_concurrent_downloads: usize,
     pub max_buildings: usize,
@@ -94,29 +91,11 @@ impl Config {
         };
 
         let model_uri = BlobUri::parse("MODEL_URI", &required("MODEL_URI")?)?;
-        let model_labels = get("MODEL_LABELS").map(|raw| {
-            raw.split(',')
-                .map(|label| label.trim().to_string())
-                .collect::<Vec<_>>()
-        });
-        if let Some(labels) = &model_labels
-            && labels.iter().any(String::is_empty)
-        {
-            return Err(ConfigError::new(
-                "MODEL_LABELS",
-                &labels.join(","),
-                "empty label: expected comma-separated names like other,asbestos",
-            ));
-        }
-        let input_mean = channels("INPUT_MEAN", get("INPUT_MEAN"), 0.0)?;
-        let input_std = channels("INPUT_STD", get("INPUT_STD"), 1.0)?;
-        if input_std.iter().any(|s| *s <= 0.0) {
-            return Err(ConfigError::new(
-                "INPUT_STD",
-                &get("INPUT_STD").unwrap_or_default(),
-                "every standard deviation must be > 0",
-            ));
-        }
+        let model = ModelSettings::parse(|key| get(key.env())).map_err(|e| ConfigError {
+            name: e.key.env(),
+            value: e.value,
+            reason: e.reason,
+        })?;
         let tile_template =
             TileTemplate::parse(&required("TILE_URL")?).map_err(|e| ConfigError {
                 name: "TILE_URL",
@@ -124,10 +103,6 @@ impl Config {
                 reason: e.reason,
             })?;
         let tile_zoom = number("TILE_ZOOM", get("TILE_ZOOM"), 19u8, 0..=24)?;
-        let chip_size = match get("CHIP_SIZE") {
-            Some(raw) => Some(number("CHIP_SIZE", Some(raw), 0u32, 8..=2048)?),
-            None => None,
-        };
         // Both defaults were chosen by `make bench`'s sweep (docs/PERFORMANCE.md, "Why the
         // defaults are what they are").
         let batch_size = number("BATCH_SIZE", get("BATCH_SIZE"), 32usize, 1..=1024)?;
@@ -183,12 +158,9 @@ impl Config {
         )?);
         Ok(Self {
             model_uri,
-            model_labels,
-            input_mean,
-            input_std,
+            model,
             tile_template,
             tile_zoom,
-            chip_size,
             batch_size,
             max_concurrent_downloads,
             max_buildings,
@@ -250,9 +222,7 @@ mod tests {
             ),
             (19, 32, 100, 1000)
         );
-        assert_eq!(c.chip_size, None);
-        assert_eq!(c.input_mean, [0.0; 3]);
-        assert_eq!(c.input_std, [1.0; 3]);
+        assert_eq!(c.model, ModelSettings::default(), "the model decides");
         assert_eq!(c.download_timeout, Duration::from_secs(10));
         assert_eq!(c.download_retries, 2);
         assert_eq!(c.max_image_bytes, 8 << 20);
@@ -274,19 +244,34 @@ mod tests {
     }
 
     #[test]
-    fn normalisation_takes_one_or_three_values() {
+    fn model_settings_are_read_and_errors_name_the_variable() {
         let c = config(&[
             BASE[0],
             BASE[1],
             ("INPUT_MEAN", "0.485, 0.456,0.406"),
             ("INPUT_STD", "0.5"),
+            ("OUTPUT_KIND", "sigmoid"),
+            ("CHIP_SIZE", "96"),
         ])
         .unwrap();
-        assert_eq!(c.input_mean, [0.485, 0.456, 0.406]);
-        assert_eq!(c.input_std, [0.5; 3]);
-        assert!(config(&[BASE[0], BASE[1], ("INPUT_MEAN", "1,2")]).is_err());
-        assert!(config(&[BASE[0], BASE[1], ("INPUT_STD", "0")]).is_err());
-        assert!(config(&[BASE[0], BASE[1], ("INPUT_MEAN", "nan")]).is_err());
+        assert_eq!(c.model.input_mean, Some([0.485, 0.456, 0.406]));
+        assert_eq!(c.model.input_std, Some([0.5; 3]));
+        assert_eq!(c.model.chip_size, Some(96));
+        assert_eq!(
+            c.model.output_kind,
+            Some(crate::model::settings::OutputKind::Sigmoid)
+        );
+        for (name, value) in [
+            ("INPUT_MEAN", "1,2"),
+            ("INPUT_STD", "0"),
+            ("INPUT_MEAN", "nan"),
+            ("POSITIVE_THRESHOLD", "1.5"),
+            ("INPUT_LAYOUT", "hwc"),
+            ("CHIP_SIZE", "4"),
+        ] {
+            let err = config(&[BASE[0], BASE[1], (name, value)]).unwrap_err();
+            assert_eq!((err.name, err.value.as_str()), (name, value), "{err}");
+        }
     }
 
     #[test]
@@ -313,7 +298,7 @@ mod tests {
     fn labels_are_split_and_trimmed() {
         let c = config(&[BASE[0], BASE[1], ("MODEL_LABELS", "other, asbestos")]).unwrap();
         assert_eq!(
-            c.model_labels,
+            c.model.labels,
             Some(vec!["other".to_string(), "asbestos".to_string()])
         );
         assert!(config(&[BASE[0], BASE[1], ("MODEL_LABELS", "a,,b")]).is_err());

@@ -1,5 +1,6 @@
-//! Parsers for one environment value each: a whole number in a range, one or three channel
-//! values, a JSON object of HTTP headers. Each error names the variable and the accepted form.
+//! Parsers for one environment value each: a whole number in a range, a JSON object of HTTP
+//! headers. Each error names the variable and the accepted form. (The model's settings have
+//! their own parser, `model::settings`, shared with the model file's metadata.)
 
 use crate::error::ConfigError;
 
@@ -28,27 +29,6 @@ where
         ));
     }
     Ok(value)
-}
-
-/// One value for all channels, or three comma-separated values (R,G,B).
-pub fn channels(
-    name: &'static str,
-    raw: Option<String>,
-    default: f32,
-) -> Result<[f32; 3], ConfigError> {
-    let Some(raw) = raw else {
-        return Ok([default; 3]);
-    };
-    let values: Result<Vec<f32>, _> = raw.split(',').map(|v| v.trim().parse::<f32>()).collect();
-    match values {
-        Ok(v) if v.iter().all(|x| x.is_finite()) && v.len() == 1 => Ok([v[0]; 3]),
-        Ok(v) if v.iter().all(|x| x.is_finite()) && v.len() == 3 => Ok([v[0], v[1], v[2]]),
-        _ => Err(ConfigError::new(
-            name,
-            &raw,
-            "expected one number or three comma-separated numbers (R,G,B), e.g. 0.485,0.456,0.406",
-        )),
-    }
 }
 
 /// `TILE_HEADERS` is a JSON object of string values: unambiguous for values holding `;` or `,`.

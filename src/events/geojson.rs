@@ -435,16 +435,13 @@ mod tests {
                     label: "red".into(),
                     score: 0.75,
                     probabilities: vec![0.75, 0.25],
+                    labels: None,
                     registry: None,
                 }),
                 Err(e) => Err(e.clone()),
             })
             .collect();
-        let model = ModelInfo {
-            uri: "file:///m.onnx".into(),
-            version: "1".into(),
-            labels: vec!["red".into(), "blue".into()],
-        };
+        let model = ModelInfo::named("file:///m.onnx", "1", &["red", "blue"]);
         let answer = c.answer(&model, &outcomes, &Timing::default());
         let keys: Vec<&String> = answer.as_object().unwrap().keys().collect();
         assert_eq!(

@@ -114,11 +114,7 @@ mod tests {
 
     #[test]
     fn the_answer_echoes_batch_input_only_when_sent() {
-        let model = ModelInfo {
-            uri: "file:///m.onnx".into(),
-            version: "1".into(),
-            labels: vec!["a".into()],
-        };
+        let model = ModelInfo::named("file:///m.onnx", "1", &["a"]);
         let items = json!([{"lat": 1.0, "lon": 2.0}]);
         for (event, echoed) in [
             (

@@ -29,13 +29,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use image::RgbImage;
-use ndarray::{Array4, Axis};
 use tokio::sync::mpsc;
 
 use super::ChipResult;
 use crate::error::{BuildingError, ErrorCode};
 use crate::model::Model;
-use crate::preprocess::Normalisation;
 
 /// Runs one batch of chips through the model.
 pub trait Infer: Send + Sync + 'static {
@@ -394,14 +392,10 @@ fn attempt(infer: &dyn Infer, chips: &[&RgbImage]) -> (Result<Vec<Vec<f32>>, Str
     }
 }
 
-/// The model behind the batcher: normalises chips straight into their slots of one batch
-/// tensor and runs ONNX Runtime. A model with a fixed batch dimension gets zero padding past
-/// the last chip.
+/// The model behind the batcher: the model writes the chips into its input tensor (its layout,
+/// type and normalisation; zero padding up to a fixed batch) and answers probabilities per chip.
 pub struct OnnxBatches {
     pub model: Arc<Model>,
-    pub normalisation: Normalisation,
-    /// The model's fixed batch, when it has one (the padded size).
-    pub batch_size: usize,
     /// `FAULT_PANIC_ON_RGB` (see `config`): panic on a batch holding a chip of this colour.
     pub fault_panic_rgb: Option<[u8; 3]>,
 }
@@ -413,20 +407,8 @@ impl Infer for OnnxBatches {
         {
             panic!("FAULT_PANIC_ON_RGB drill: a chip of colour {rgb:?} is in this batch");
         }
-        let shape = &self.model.shape;
-        let rows = shape.fixed_batch.map_or(chips.len(), |_| self.batch_size);
-        let mut tensor = Array4::<f32>::zeros((rows, 3, shape.height, shape.width));
-        for (mut slot, chip) in tensor.axis_iter_mut(Axis(0)).zip(chips) {
-            self.normalisation.write(
-                chip,
-                slot.as_slice_mut().expect("a fresh array is contiguous"),
-            );
-        }
-        match self.model.predict_timed(tensor.view()) {
-            Ok((mut rows, ran)) => {
-                rows.truncate(chips.len());
-                (Ok(rows), ran)
-            }
+        match self.model.predict(chips) {
+            Ok((rows, ran)) => (Ok(rows), ran),
             Err(message) => (Err(message), Duration::ZERO),
         }
     }

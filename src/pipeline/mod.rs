@@ -22,7 +22,6 @@ use tokio::time::Instant;
 use crate::error::{BuildingError, ErrorCode};
 use crate::geo::LatLon;
 use crate::model::Model;
-use crate::preprocess::Normalisation;
 use assembly::ChipMaker;
 use batch::{Batcher, OnnxBatches};
 
@@ -62,15 +61,12 @@ impl Pipeline {
     pub fn new(
         model: Arc<Model>,
         chips: ChipMaker,
-        normalisation: Normalisation,
         batch_size: usize,
         fault_panic_rgb: Option<[u8; 3]>,
     ) -> Self {
-        let effective = model.shape.fixed_batch.unwrap_or(batch_size);
+        let effective = model.input.fixed_batch.unwrap_or(batch_size);
         let batches = OnnxBatches {
             model: Arc::clone(&model),
-            normalisation,
-            batch_size: effective,
             fault_panic_rgb,
         };
         let sessions = model.sessions();
@@ -84,7 +80,7 @@ impl Pipeline {
 
     /// The batch size actually used: the model's fixed batch, else `BATCH_SIZE`.
     pub fn effective_batch_size(&self) -> usize {
-        self.model.shape.fixed_batch.unwrap_or(self.batch_size)
+        self.model.input.fixed_batch.unwrap_or(self.batch_size)
     }
 
     /// Predicts every point; `results[i]` answers `points[i]`. Work not finished by `cutoff`
@@ -114,8 +110,8 @@ impl Pipeline {
     /// [`Pipeline::run`] for points whose chips all differ.
     async fn run_unique(&self, points: &[LatLon], cutoff: Instant) -> Output {
         let started = Instant::now();
-        let shape = &self.model.shape;
-        let input_size = (shape.width as u32, shape.height as u32);
+        let input = &self.model.input;
+        let input_size = (input.width as u32, input.height as u32);
         let (mut assembly, mut chips) = self.chips.start(points, input_size, cutoff);
         let (ticket, mut settled) = self.batcher.join(crate::logging::request_id());
 

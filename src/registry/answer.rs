@@ -31,7 +31,8 @@ pub struct Summary {
     pub checked: usize,
     /// Of those, the ones the register lists.
     pub listed: usize,
-    /// Of those, the ones whose label is `positive_label`.
+    /// Of those, the ones the model says are `positive_label` (its label, or one of its
+    /// labels for a multilabel model).
     pub flagged: usize,
     /// Flagged by the model, absent from the register: unreported roofs.
     pub flagged_unlisted: usize,
@@ -58,7 +59,8 @@ pub fn summary(registry: &Registry, outcomes: &[Outcome]) -> Value {
         let Some(listing) = &scored.registry else {
             continue;
         };
-        let flagged = scored.label == positive;
+        // The model's own decision: the thresholded label, or one of a multilabel answer's.
+        let flagged = scored.says(positive);
         summary.checked += 1;
         summary.listed += usize::from(listing.listed);
         summary.flagged += usize::from(flagged);

@@ -270,7 +270,7 @@ async fn bad_models_fail_init_naming_the_shapes() {
     let message = err.to_string();
     assert_eq!(err.error_type(), "ModelError");
     assert!(
-        message.contains("[?,1,32,32]") && message.contains("[N,3,H,W]"),
+        message.contains("[N,1,32,32]") && message.contains("3-channel RGB or BGR"),
         "{}",
         message
     );
@@ -281,7 +281,7 @@ async fn bad_models_fail_init_naming_the_shapes() {
         .expect("2 labels for 3 classes");
     let message = err.to_string();
     assert!(
-        message.contains("MODEL_LABELS names 2 labels") && message.contains("[N,3]"),
+        message.contains("MODEL_LABELS names 2 label(s)") && message.contains("[N,3]"),
         "{}",
         message
     );

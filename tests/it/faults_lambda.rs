@@ -152,7 +152,7 @@ fn corrupt_and_wrongly_shaped_models_from_s3_fail_init_as_model_errors() {
         ),
         (
             std::fs::read(model("grey_input.onnx")).unwrap(),
-            vec!["[?,1,32,32]", "[N,3,H,W]"],
+            vec!["[N,1,32,32]", "3-channel RGB or BGR"],
         ),
     ] {
         s3.put("models", "roof.onnx", &bytes);

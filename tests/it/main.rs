@@ -3,11 +3,12 @@
 //!
 //! Each module is one area, and its first lines say how it runs:
 //! - **in-process**: the library called directly (`App::init`, `handler::handle`, the imagery
-//!   fetcher, the S3 loader) against loopback servers: `core_pipeline`, `imagery`,
-//!   `model_source`, `properties`, `support_selftest`;
+//!   fetcher, the S3 loader, the ONNX reader) against loopback servers: `core_pipeline`,
+//!   `imagery`, `model_graph`, `model_source`, `properties`, `support_selftest`;
 //! - **through `bootstrap`**: the real binary as a child process under the Runtime API emulator
 //!   (`support::runtime`), one process per test, as Lambda gives each sandbox its own: every
-//!   other module.
+//!   other module, except `model_tools`, which runs `bootstrap`'s local commands as a user
+//!   does.
 //!
 //! The tests share this process, two at a time by default (libtest's `--test-threads` is the
 //! number of CPUs), so none may change what the process shares:
@@ -32,7 +33,10 @@ mod imagery;
 mod imagery_lambda;
 mod lambda_e2e;
 mod managed_lambda;
+mod model_graph;
 mod model_source;
+mod model_tools;
+mod models_lambda;
 mod operability_lambda;
 mod properties;
 mod registry;
