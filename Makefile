@@ -44,7 +44,8 @@ export GEOTIFF_FIXTURES ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/geotiff-fi
 
 .PHONY: all build release lambda ort run test lint fmt clippy clean lint-template \
   build-TilePredictFunction package check-package bench-registry soak \
-  bench bench-quick bench-model quantize model-metadata fixture-models geotiff-fixtures
+  bench bench-quick bench-managed bench-model quantize model-metadata fixture-models \
+  geotiff-fixtures
 
 all: build
 
@@ -127,7 +128,8 @@ $(GEOTIFF_TOOLS): | $(VENV_PYTHON)
 	touch $@
 
 ## bench: the end-to-end benchmark on loopback (release build): ONNX Runtime alone, init,
-## 110 and 1,000 buildings cold/warm, the floor, the two-phase baseline, the same events from a
+## 110 and 1,000 buildings cold/warm, many small requests one at a time and concurrently
+## (Managed Instances, with costs), the floor, the two-phase baseline, the same events from a
 ## COG on S3 (the GeoTIFF case) and the tuning sweep.
 ## Prints everything docs/PERFORMANCE.md shows, then the registry benchmark
 ## (bench-registry). BENCH_ARGS=--quick skips the sweep.
@@ -149,6 +151,12 @@ bench-quick: ort $(BENCH_MODEL) $(BENCH_MODEL_INT8) $(BENCH_COG)
 $(BENCH_COG): scripts/make_bench_cog.py scripts/make_geotiff_fixtures.py $(GEOTIFF_TOOLS)
 	mkdir -p $(BENCH_DIR)
 	$(VENV_PYTHON) -W ignore scripts/make_bench_cog.py $@
+
+## bench-managed: only the many-small-requests section (Lambda Managed Instances: concurrency
+## sweep, sessions, cost per 1,000 predictions). Prices: BENCH_ARGS='--instance-price 0.1008'
+## (also --lambda-price, --request-price, --management-fee).
+bench-managed: ort $(BENCH_MODEL)
+	BENCH_MODEL=$(BENCH_MODEL) $(CARGO) bench --bench e2e -- --managed $(BENCH_ARGS)
 
 ## bench-model: the ~45 MB ResNet-18-shaped model (random seeded weights), made on demand,
 ## and its int8 copy, quantized like `make quantize` does on 256 chips of the bench's world.
@@ -240,20 +248,24 @@ check-package: package
 	  print("unpacked zip answered events/direct.json:", a["model"]["labels"], a["timing"]["total_ms"], "ms")' \
 	  $(DIST)/unpacked-answer.json
 
-## lint-template: cfn-lint and SAM's own validation of template.yaml; fails on errors.
+## lint-template: cfn-lint and SAM's own validation of template.yaml (with
+## AWS::LanguageExtensions expanded, as CloudFormation does), then the template translated for
+## classic Lambda and for Managed Instances (scripts/check_template.py); fails on errors.
 lint-template: $(SAM)
 	$(VENV)/bin/cfn-lint template.yaml
-	SAM_CLI_TELEMETRY=0 $(SAM) validate --region us-east-1
+	SAM_CLI_TELEMETRY=0 $(SAM) validate --language-extensions --region us-east-1
 	SAM_CLI_TELEMETRY=0 $(SAM) validate --lint --region us-east-1
+	SAM_CLI_TELEMETRY=0 $(VENV_PYTHON) scripts/check_template.py template.yaml
 
 $(SAM): | $(VENV_PYTHON)
 	$(VENV)/bin/pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION)
 
 ## soak: SOAK_INVOCATIONS (default 500) warm invocations of mixed good and bad events through
-## the real bootstrap; prints peak RSS at invocation 50 and at the end (fails past +10 %) and
-## checks every building of every answer. (`make test` runs a 60-invocation version.)
+## the real bootstrap, one at a time and then eight at a time (AWS_LAMBDA_MAX_CONCURRENCY=8);
+## prints peak RSS at invocation 50 and at the end (fails past +10 %) and checks every building
+## of every answer. (`make test` runs 60-invocation versions of both.)
 soak: ort
-	SOAK_INVOCATIONS=$${SOAK_INVOCATIONS:-500} $(CARGO) test --test it -- --ignored --nocapture --exact soak::soak
+	SOAK_INVOCATIONS=$${SOAK_INVOCATIONS:-500} $(CARGO) test --test it -- --ignored --nocapture --exact soak::soak soak::soak_concurrent
 
 fmt:
 	$(CARGO) fmt --all

@@ -152,21 +152,25 @@ impl App {
             chip_size,
             zoom = config.tile_zoom,
             threads = config.inference_threads,
+            sessions = config.inference.sessions,
+            max_concurrency = config.inference.max_concurrency,
             model_load_ms,
             model_fetch_ms = fetch_ms,
             model_bytes,
             session_ms = model_load_ms - fetch_ms,
             "model ready"
         );
-        let pipeline = Pipeline {
-            model: Arc::new(model),
-            chips: ChipMaker {
-                imagery: Arc::new(imagery),
-                download_slots: Arc::new(Semaphore::new(config.max_concurrent_downloads)),
-                decode_slots: Arc::new(Semaphore::new(config.inference_threads)),
-            },
-            batch_size: config.batch_size,
+        let chips = ChipMaker {
+            imagery: Arc::new(imagery),
+            download_slots: Arc::new(Semaphore::new(config.max_concurrent_downloads)),
+            decode_slots: Arc::new(Semaphore::new(config.inference_threads)),
         };
+        let pipeline = Pipeline::new(
+            Arc::new(model),
+            chips,
+            config.batch_size,
+            config.fault_panic_rgb,
+        );
         Ok(Self {
             config,
             model_info,
@@ -228,6 +232,7 @@ impl App {
             cache_hits: s.cache_hits,
             range_requests: self.reads_ranges().then_some(s.range_requests),
             bytes_fetched: self.reads_ranges().then_some(s.bytes_fetched),
+            batched_with: s.batched_with,
             registry_load_ms: self
                 .registry
                 .as_ref()
@@ -313,7 +318,8 @@ pub async fn load_model(config: &Config, uri: &BlobUri) -> Result<LoadedModel, S
         .map_err(StartupError::ModelLoad)?;
     let fetch_ms = ms(started.elapsed());
     let options = ModelOptions {
-        threads: config.inference_threads,
+        threads: config.inference.threads_per_session(),
+        sessions: config.inference.sessions,
         settings: &config.model,
     };
     let model = Model::new(environment, &blob.bytes, &options)

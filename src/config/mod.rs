@@ -7,8 +7,14 @@
 //! layers never read the environment or import this module. It does not open files or reach
 //! the network.
 
+mod inference;
 mod registry;
 mod values;
+
+pub use inference::{
+    Inference, THREADS_PER_SESSION, default_inference_sessions, default_inference_threads,
+    lambda_vcpus,
+};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -42,8 +48,12 @@ pub struct Config {
     pub max_buildings: usize,
     /// `MAX_BODY_BYTES`: largest API Gateway request body, as received.
     pub max_body_bytes: usize,
-    /// Total ONNX Runtime threads.
+    /// Total ONNX Runtime threads (`INFERENCE_THREADS`, over all sessions).
     pub inference_threads: usize,
+    /// `INFERENCE_SESSIONS` and `AWS_LAMBDA_MAX_CONCURRENCY`, with the threads above.
+    pub inference: Inference,
+    /// `FAULT_PANIC_ON_RGB`: the panic drill's colour; `None` (unset) in production.
+    pub fault_panic_rgb: Option<[u8; 3]>,
     pub ort_dylib_path: Option<PathBuf>,
     pub download_timeout: Duration,
     pub download_retries: u32,
@@ -65,20 +75,6 @@ pub struct Config {
 /// Lambda's limit on a synchronous invocation's payload (6 MiB): no body can be larger, so
 /// `MAX_BODY_BYTES` can only lower it.
 pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
-
-/// One vCPU per 1,769 MB of function memory, at most 6 (Lambda's documented allocation).
-pub fn lambda_vcpus(memory_mb: u64) -> usize {
-    memory_mb.div_ceil(1769).clamp(1, 6) as usize
-}
-
-/// Default ONNX Runtime thread count: the cores this process may use, capped by what
-/// Lambda grants for the configured memory (ONNX Runtime's own detection sees the host).
-pub fn default_inference_threads(available: usize, lambda_memory_mb: Option<u64>) -> usize {
-    match lambda_memory_mb {
-        Some(mb) => available.min(lambda_vcpus(mb)).max(1),
-        None => available.max(1),
-    }
-}
 
 impl Config {
     /// Reads the real process environment.
@@ -141,14 +137,8 @@ impl Config {
             MAX_PAYLOAD_BYTES,
             1024..=MAX_PAYLOAD_BYTES,
         )?;
-        let memory_mb = get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").and_then(|v| v.parse().ok());
         let available = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let inference_threads = number(
-            "INFERENCE_THREADS",
-            get("INFERENCE_THREADS"),
-            default_inference_threads(available, memory_mb),
-            1..=64,
-        )?;
+        let inference = Inference::from_lookup(&get, available)?;
         let download_timeout = Duration::from_millis(number(
             "DOWNLOAD_TIMEOUT_MS",
             get("DOWNLOAD_TIMEOUT_MS"),
@@ -190,7 +180,9 @@ impl Config {
             max_concurrent_downloads,
             max_buildings,
             max_body_bytes,
-            inference_threads,
+            inference_threads: inference.threads,
+            inference,
+            fault_panic_rgb: inference::fault_panic_rgb(get("FAULT_PANIC_ON_RGB"))?,
             ort_dylib_path: get("ORT_DYLIB_PATH").map(PathBuf::from),
             download_timeout,
             download_retries,
@@ -428,16 +420,5 @@ mod tests {
         }
         let err = config(&[BASE[0], BASE[1], ("BANDS", "1,2,3")]).unwrap_err();
         assert!(err.reason.contains("GeoTIFF sources only"), "{err}");
-    }
-
-    #[test]
-    fn vcpus_follow_lambda_memory() {
-        assert_eq!(lambda_vcpus(128), 1);
-        assert_eq!(lambda_vcpus(1769), 1);
-        assert_eq!(lambda_vcpus(3008), 2);
-        assert_eq!(lambda_vcpus(10_240), 6);
-        assert_eq!(default_inference_threads(8, Some(3008)), 2);
-        assert_eq!(default_inference_threads(2, Some(10_240)), 2);
-        assert_eq!(default_inference_threads(4, None), 4);
     }
 }

@@ -34,6 +34,7 @@ mod geotiff_lambda;
 mod imagery;
 mod imagery_lambda;
 mod lambda_e2e;
+mod managed_lambda;
 mod model_graph;
 mod model_source;
 mod model_tools;
