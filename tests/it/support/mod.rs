@@ -6,6 +6,7 @@
 pub mod batch;
 pub mod browser;
 pub mod function;
+pub mod loopback;
 pub mod proxy;
 pub mod runtime;
 pub mod s3;
