@@ -15,8 +15,9 @@ use tokio::task::JoinSet;
 use crate::blob::BlobUri;
 use crate::config::Config;
 use crate::error::{BuildingError, ConfigError, ErrorCode, StartupError};
-use crate::imagery::Imagery;
 use crate::imagery::fetch::{FetchSettings, Fetcher};
+use crate::imagery::source::SourceSpec;
+use crate::imagery::{Imagery, Source};
 use crate::model::{Model, ModelOptions, onnx_runtime, ort_library_path};
 use crate::outcome::{ModelInfo, Outcome, Timing, ms, round2};
 use crate::pipeline::Pipeline;
@@ -46,6 +47,33 @@ impl App {
         let mut registry_task = JoinSet::new();
         if let Some(settings) = config.registry.clone() {
             registry_task.spawn(crate::registry::load(settings, config.model_load_timeout));
+        }
+        let fetcher = Arc::new(
+            Fetcher::new(FetchSettings {
+                timeout: config.download_timeout,
+                retries: config.download_retries,
+                max_bytes: config.max_image_bytes,
+                headers: config.tile_headers.expose().to_vec(),
+                max_connections: config.max_concurrent_downloads,
+            })
+            .map_err(|e| StartupError::Imagery(format!("cannot build the HTTP client: {e}")))?,
+        );
+        // A GeoTIFF's header (or a mosaic's index) is read alongside the model, like the register.
+        let mut source_task = JoinSet::new();
+        let geotiff = match &config.source {
+            SourceSpec::Template(_) => None,
+            SourceSpec::GeoTiff(location) => Some((location.clone(), false)),
+            SourceSpec::Mosaic(location) => Some((location.clone(), true)),
+        };
+        if let Some((location, mosaic)) = geotiff {
+            source_task.spawn(crate::imagery::geotiff::open(
+                location,
+                mosaic,
+                Imagery::range_reader(&fetcher),
+                config.bands,
+                config.max_image_bytes as u64,
+                config.model_load_timeout,
+            ));
         }
         let LoadedModel {
             model,
@@ -77,21 +105,32 @@ impl App {
             );
         }
         let chip_size = model.input.chip_size;
-        let fetcher = Fetcher::new(FetchSettings {
-            timeout: config.download_timeout,
-            retries: config.download_retries,
-            max_bytes: config.max_image_bytes,
-            headers: config.tile_headers.expose().to_vec(),
-            max_connections: config.max_concurrent_downloads,
-        })
-        .map_err(|e| StartupError::Imagery(format!("cannot build the HTTP client: {e}")))?;
-        let imagery = Imagery::new(
-            config.tile_template.clone(),
+        let source = match (&config.source, source_task.join_next().await) {
+            (SourceSpec::Template(template), _) => Source::Template(template.clone()),
+            (_, Some(Ok(Ok(opened)))) => {
+                tracing::info!(source = %opened.describe(), "imagery ready");
+                Source::GeoTiff(opened)
+            }
+            (_, Some(Ok(Err(why)))) => return Err(StartupError::Imagery(why)),
+            (_, Some(Err(e))) => {
+                return Err(StartupError::Imagery(format!(
+                    "the imagery loader failed: {e}"
+                )));
+            }
+            (_, None) => {
+                return Err(StartupError::Imagery(
+                    "the imagery source was not opened (a bug)".into(),
+                ));
+            }
+        };
+        let imagery = Imagery::with_source(
+            source,
             fetcher,
             config.tile_zoom,
             chip_size,
             config.tile_cache_bytes,
-        );
+        )
+        .with_ground_resolution(config.chip_gsd_m);
         let model_info = model.info(&config.model_uri.to_string(), &version);
         tracing::info!(
             model = %model_info.uri,
@@ -113,21 +152,25 @@ impl App {
             chip_size,
             zoom = config.tile_zoom,
             threads = config.inference_threads,
+            sessions = config.inference.sessions,
+            max_concurrency = config.inference.max_concurrency,
             model_load_ms,
             model_fetch_ms = fetch_ms,
             model_bytes,
             session_ms = model_load_ms - fetch_ms,
             "model ready"
         );
-        let pipeline = Pipeline {
-            model: Arc::new(model),
-            chips: ChipMaker {
-                imagery: Arc::new(imagery),
-                download_slots: Arc::new(Semaphore::new(config.max_concurrent_downloads)),
-                decode_slots: Arc::new(Semaphore::new(config.inference_threads)),
-            },
-            batch_size: config.batch_size,
+        let chips = ChipMaker {
+            imagery: Arc::new(imagery),
+            download_slots: Arc::new(Semaphore::new(config.max_concurrent_downloads)),
+            decode_slots: Arc::new(Semaphore::new(config.inference_threads)),
         };
+        let pipeline = Pipeline::new(
+            Arc::new(model),
+            chips,
+            config.batch_size,
+            config.fault_panic_rgb,
+        );
         Ok(Self {
             config,
             model_info,
@@ -187,6 +230,9 @@ impl App {
             batch_size: self.pipeline.effective_batch_size(),
             images_fetched: s.images_fetched,
             cache_hits: s.cache_hits,
+            range_requests: self.reads_ranges().then_some(s.range_requests),
+            bytes_fetched: self.reads_ranges().then_some(s.bytes_fetched),
+            batched_with: s.batched_with,
             registry_load_ms: self
                 .registry
                 .as_ref()
@@ -194,6 +240,11 @@ impl App {
             registry_lookup_ms,
         };
         (outcomes, timing)
+    }
+
+    /// Whether the imagery is read by byte ranges (GeoTIFFs), so answers count them.
+    fn reads_ranges(&self) -> bool {
+        !matches!(self.config.source, SourceSpec::Template(_))
     }
 
     /// The model, as init learnt it.
@@ -267,7 +318,8 @@ pub async fn load_model(config: &Config, uri: &BlobUri) -> Result<LoadedModel, S
         .map_err(StartupError::ModelLoad)?;
     let fetch_ms = ms(started.elapsed());
     let options = ModelOptions {
-        threads: config.inference_threads,
+        threads: config.inference.threads_per_session(),
+        sessions: config.inference.sessions,
         settings: &config.model,
     };
     let model = Model::new(environment, &blob.bytes, &options)

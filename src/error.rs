@@ -25,6 +25,9 @@ pub enum ErrorCode {
     DeadlineExceeded,
     /// ONNX Runtime failed (or a worker panicked) on the batch holding this building.
     InferenceFailed,
+    /// GeoTIFF sources: no file covers the building, or its chip is mostly outside the data
+    /// (masked, transparent, nodata or beyond the image).
+    NoCoverage,
 }
 
 impl ErrorCode {
@@ -38,6 +41,7 @@ impl ErrorCode {
             Self::ImageInvalid => "image_invalid",
             Self::DeadlineExceeded => "deadline_exceeded",
             Self::InferenceFailed => "inference_failed",
+            Self::NoCoverage => "no_coverage",
         }
     }
 }

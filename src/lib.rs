@@ -8,8 +8,9 @@
 //! this list and fails when the code leaves it.
 //!
 //! 1. **Front ends** — `main.rs` (arguments, runtime, init) starts one of: [`lambda`] (the
-//!    Runtime API loop, the init-error report), [`cli`] (local commands) or [`tools`] (the
-//!    model tools: `inspect`, `metadata`, `chips`, `compare`).
+//!    Runtime API loop, one invocation at a time or, on Lambda Managed Instances, many; the
+//!    init-error report), [`cli`] (local commands) or [`tools`] (the model tools: `inspect`,
+//!    `metadata`, `chips`, `compare`).
 //! 2. **One invocation** — [`handler`]: event in, answer out, within Lambda's response limit.
 //! 3. **Caller shapes and reporting** — [`events`] (direct, GeoJSON, API Gateway, Step
 //!    Functions: detect and parse), [`answer`] (outcomes → JSON), [`telemetry`] (the
@@ -18,10 +19,11 @@
 //!    `predict` per request.
 //! 5. **Settings** — [`config`]: environment → a validated [`config::Config`] holding the
 //!    settings types of the layers below; nothing below reads the environment.
-//! 6. **Engines** — [`pipeline`] (positions → chips → batches, overlapped), [`imagery`]
-//!    (URL templates, fetch, decode, stitch, cache), [`model`] (what the model takes and
-//!    answers, chips → its input tensor, ONNX Runtime sessions, raw output → probabilities →
-//!    labels), [`registry`] (the known-buildings register).
+//! 6. **Engines** — [`pipeline`] (positions → chips → batches, overlapped; one batcher for
+//!    every request in flight), [`imagery`] (URL templates and GeoTIFFs: fetch, decode, stitch
+//!    or warp, cache, one fetch per image in flight), [`model`] (what the model takes and
+//!    answers, chips → its input tensor, a pool of ONNX Runtime sessions, raw output →
+//!    probabilities → labels), [`registry`] (the known-buildings register).
 //! 7. **Foundations** — [`outcome`] (what a run produces: outcomes, timing, model info),
 //!    [`error`] (every error a caller or operator sees), [`request`] (building lists →
 //!    buildings), [`geo`] and [`centroid`] (web-mercator and footprint math), [`blob`] (files

@@ -3,6 +3,7 @@
 //! command (`cli`).
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use tilepredict::app::App;
 use tilepredict::cli::{self, Command};
@@ -50,7 +51,7 @@ async fn run() -> ExitCode {
         }
     };
     match command {
-        Command::Serve => lambda::serve(&app).await,
+        Command::Serve => lambda::serve(Arc::new(app)).await,
         Command::Invoke(path) => cli::invoke(&app, &path).await,
         Command::Tool(tool) => tool.run_with(&app).await,
     }

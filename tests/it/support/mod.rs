@@ -4,6 +4,7 @@
 //! Runtime API. Nothing is mocked, so what passes here passes for the same reasons on Lambda.
 
 pub mod function;
+pub mod loopback;
 pub mod proxy;
 pub mod runtime;
 pub mod s3;

@@ -3,17 +3,14 @@
 
 use std::collections::HashMap;
 use std::io::Cursor;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use image::RgbImage;
-use tokio::sync::oneshot;
+
+use super::loopback::Loopback;
 
 /// Decides the answer to one request. Called on a blocking thread of the server's runtime.
 pub type Handler = Arc<dyn Fn(&TileRequest) -> TileResponse + Send + Sync>;
@@ -39,7 +36,7 @@ pub struct TileResponse {
 }
 
 impl TileResponse {
-    fn ok(content_type: &str, body: Vec<u8>) -> Self {
+    pub fn ok(content_type: &str, body: Vec<u8>) -> Self {
         TileResponse {
             status: 200,
             content_type: content_type.into(),
@@ -79,64 +76,33 @@ struct Log {
 
 /// Serves on `127.0.0.1:<ephemeral>`, one thread per request. Dropping it stops accepting.
 pub struct TileServer {
-    addr: SocketAddr,
+    server: Loopback,
     log: Arc<Mutex<Log>>,
     connections: Arc<std::sync::atomic::AtomicUsize>,
-    shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
-/// hyper on its own runtime thread: every connection gets a task, so a burst of concurrent
-/// connections (the pipeline opens up to MAX_CONCURRENT_DOWNLOADS at once) is served at once.
-/// (tiny_http's task pool was seen to park some connections of such a burst until another
-/// connection closed, which looked exactly like a client timeout.)
+/// hyper on its own runtime thread (see `loopback`): a burst of concurrent connections (the
+/// pipeline opens up to MAX_CONCURRENT_DOWNLOADS at once) is served at once.
 impl TileServer {
     pub fn start(handler: Handler) -> TileServer {
         let log = Arc::new(Mutex::new(Log::default()));
-        let (shutdown, mut stop) = oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let server_log = log.clone();
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let accepted_count = connections.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("tokio runtime for the tile server");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind tile server");
-                ready_tx.send(listener.local_addr().unwrap()).unwrap();
-                loop {
-                    tokio::select! {
-                        _ = &mut stop => break,
-                        accepted = listener.accept() => {
-                            let Ok((socket, _)) = accepted else { continue };
-                            accepted_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                            let (log, handler) = (server_log.clone(), handler.clone());
-                            let svc = hyper::service::service_fn(move |req| serve(req, log.clone(), handler.clone()));
-                            tokio::spawn(async move {
-                                let conn = ConnBuilder::new(TokioExecutor::new());
-                                let _ = conn.serve_connection(TokioIo::new(socket), svc).await;
-                            });
-                        }
-                    }
-                }
-            });
-            rt.shutdown_timeout(Duration::from_secs(1));
+        let server = Loopback::start("tile server", move || {
+            accepted_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let (log, handler) = (server_log.clone(), handler.clone());
+            hyper::service::service_fn(move |req| serve(req, log.clone(), handler.clone()))
         });
-        let addr = ready_rx.recv().expect("tile server failed to start");
         TileServer {
-            addr,
+            server,
             log,
             connections,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
         }
     }
 
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr)
     }
 
     /// Requests received for exactly this path (plus `?query` if it had one).
@@ -211,17 +177,6 @@ async fn serve(
     Ok(out
         .body(Full::new(Bytes::from(resp.body)))
         .expect("valid response"))
-}
-
-impl Drop for TileServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.shutdown.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 /// Colour of global pixel (`gx`, `gy`) at whatever zoom is requested. Red/green give the position
@@ -341,4 +296,34 @@ pub fn point_in_tile(z: u8, x: u32, y: u32, px: f64, py: f64) -> (f64, f64) {
         f64::from(y) * 256.0 + py,
         256.0 * 2f64.powi(i32::from(z)),
     )
+}
+
+/// Serves the files under `root` at their relative paths, honouring `Range: bytes=a-b` with 206
+/// and `Content-Range` (as S3, CloudFront and static web servers do); 404 for a missing file.
+pub fn files_handler(root: std::path::PathBuf) -> Handler {
+    Arc::new(move |req| {
+        let path = root.join(req.path.trim_start_matches('/'));
+        let Ok(bytes) = std::fs::read(&path) else {
+            return TileResponse::status(404);
+        };
+        let range = req
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("range"))
+            .and_then(|(_, v)| v.strip_prefix("bytes="))
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)));
+        let total = bytes.len();
+        match range {
+            None => TileResponse::ok("image/tiff", bytes),
+            Some((start, _)) if start >= total => TileResponse::status(416),
+            Some((start, end)) => {
+                let end = end.min(total - 1);
+                let mut answer = TileResponse::ok("image/tiff", bytes[start..=end].to_vec())
+                    .with_header("Content-Range", &format!("bytes {start}-{end}/{total}"));
+                answer.status = 206;
+                answer
+            }
+        }
+    })
 }
