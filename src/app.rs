@@ -9,20 +9,26 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use image::RgbImage;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::blob::BlobUri;
 use crate::config::Config;
 use crate::error::{BuildingError, ConfigError, ErrorCode, StartupError};
-use crate::imagery::Imagery;
 use crate::imagery::fetch::{FetchSettings, Fetcher};
+use crate::imagery::source::SourceSpec;
+use crate::imagery::{Imagery, Source};
 use crate::model::{Model, ModelOptions, onnx_runtime, ort_library_path};
 use crate::outcome::{ModelInfo, Outcome, Timing, ms, round2};
 use crate::pipeline::Pipeline;
 use crate::pipeline::assembly::ChipMaker;
 use crate::registry::Registry;
 use crate::request::BuildingInput;
+
+/// Per building, the chip its prediction was made on, exactly as batched (before
+/// normalisation); `None` where no chip was made (a parse error, a failed image, the deadline).
+pub type Chips = Vec<Option<Arc<RgbImage>>>;
 
 /// Everything built once per sandbox.
 pub struct App {
@@ -46,6 +52,33 @@ impl App {
         let mut registry_task = JoinSet::new();
         if let Some(settings) = config.registry.clone() {
             registry_task.spawn(crate::registry::load(settings, config.model_load_timeout));
+        }
+        let fetcher = Arc::new(
+            Fetcher::new(FetchSettings {
+                timeout: config.download_timeout,
+                retries: config.download_retries,
+                max_bytes: config.max_image_bytes,
+                headers: config.tile_headers.expose().to_vec(),
+                max_connections: config.max_concurrent_downloads,
+            })
+            .map_err(|e| StartupError::Imagery(format!("cannot build the HTTP client: {e}")))?,
+        );
+        // A GeoTIFF's header (or a mosaic's index) is read alongside the model, like the register.
+        let mut source_task = JoinSet::new();
+        let geotiff = match &config.source {
+            SourceSpec::Template(_) => None,
+            SourceSpec::GeoTiff(location) => Some((location.clone(), false)),
+            SourceSpec::Mosaic(location) => Some((location.clone(), true)),
+        };
+        if let Some((location, mosaic)) = geotiff {
+            source_task.spawn(crate::imagery::geotiff::open(
+                location,
+                mosaic,
+                Imagery::range_reader(&fetcher),
+                config.bands,
+                config.max_image_bytes as u64,
+                config.model_load_timeout,
+            ));
         }
         let LoadedModel {
             model,
@@ -77,21 +110,32 @@ impl App {
             );
         }
         let chip_size = model.input.chip_size;
-        let fetcher = Fetcher::new(FetchSettings {
-            timeout: config.download_timeout,
-            retries: config.download_retries,
-            max_bytes: config.max_image_bytes,
-            headers: config.tile_headers.expose().to_vec(),
-            max_connections: config.max_concurrent_downloads,
-        })
-        .map_err(|e| StartupError::Imagery(format!("cannot build the HTTP client: {e}")))?;
-        let imagery = Imagery::new(
-            config.tile_template.clone(),
+        let source = match (&config.source, source_task.join_next().await) {
+            (SourceSpec::Template(template), _) => Source::Template(template.clone()),
+            (_, Some(Ok(Ok(opened)))) => {
+                tracing::info!(source = %opened.describe(), "imagery ready");
+                Source::GeoTiff(opened)
+            }
+            (_, Some(Ok(Err(why)))) => return Err(StartupError::Imagery(why)),
+            (_, Some(Err(e))) => {
+                return Err(StartupError::Imagery(format!(
+                    "the imagery loader failed: {e}"
+                )));
+            }
+            (_, None) => {
+                return Err(StartupError::Imagery(
+                    "the imagery source was not opened (a bug)".into(),
+                ));
+            }
+        };
+        let imagery = Imagery::with_source(
+            source,
             fetcher,
             config.tile_zoom,
             chip_size,
             config.tile_cache_bytes,
-        );
+        )
+        .with_ground_resolution(config.chip_gsd_m);
         let model_info = model.info(&config.model_uri.to_string(), &version);
         tracing::info!(
             model = %model_info.uri,
@@ -150,11 +194,52 @@ impl App {
         cutoff: tokio::time::Instant,
         started: Instant,
     ) -> (Vec<Outcome>, Timing) {
+        let (outcomes, timing, _) = self.run(buildings, cutoff, started, false).await;
+        (outcomes, timing)
+    }
+
+    /// [`App::predict`], also giving back each building's chip (`chips[i]` for
+    /// `buildings[i]`), for answers and pages that show what the model saw.
+    pub async fn predict_with_chips(
+        &self,
+        buildings: &[BuildingInput],
+        cutoff: tokio::time::Instant,
+        started: Instant,
+    ) -> (Vec<Outcome>, Timing, Chips) {
+        self.run(buildings, cutoff, started, true).await
+    }
+
+    /// The chips' size: the model's input, width × height.
+    pub fn chip_dimensions(&self) -> (u32, u32) {
+        let input = &self.pipeline.model.input;
+        (input.width as u32, input.height as u32)
+    }
+
+    async fn run(
+        &self,
+        buildings: &[BuildingInput],
+        cutoff: tokio::time::Instant,
+        started: Instant,
+        keep_chips: bool,
+    ) -> (Vec<Outcome>, Timing, Chips) {
         let valid: Vec<_> = buildings
             .iter()
             .filter_map(|b| b.position.as_ref().ok().copied())
             .collect();
-        let output = self.pipeline.run(&valid, cutoff).await;
+        let output = if keep_chips {
+            self.pipeline.run_keeping_chips(&valid, cutoff).await
+        } else {
+            self.pipeline.run(&valid, cutoff).await
+        };
+        let chips: Chips = if keep_chips {
+            let mut kept = output.chips.into_iter();
+            buildings
+                .iter()
+                .map(|b| b.position.as_ref().ok().and_then(|_| kept.next().flatten()))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut results = output.results.into_iter();
         let mut outcomes: Vec<Outcome> = buildings
             .iter()
@@ -191,6 +276,8 @@ impl App {
             batch_size: self.pipeline.effective_batch_size(),
             images_fetched: s.images_fetched,
             cache_hits: s.cache_hits,
+            range_requests: self.reads_ranges().then_some(s.range_requests),
+            bytes_fetched: self.reads_ranges().then_some(s.bytes_fetched),
             batched_with: s.batched_with,
             registry_load_ms: self
                 .registry
@@ -198,7 +285,12 @@ impl App {
                 .map(|r| if cold_start { r.info.load_ms } else { 0.0 }),
             registry_lookup_ms,
         };
-        (outcomes, timing)
+        (outcomes, timing, chips)
+    }
+
+    /// Whether the imagery is read by byte ranges (GeoTIFFs), so answers count them.
+    fn reads_ranges(&self) -> bool {
+        !matches!(self.config.source, SourceSpec::Template(_))
     }
 
     /// The model, as init learnt it.

@@ -1,6 +1,7 @@
 //! Whole files read at init ("blobs"): from S3 (any S3-compatible endpoint) or a local file.
-//! Used for the model and for the registry, once per sandbox; it knows nothing of what the
-//! bytes mean. (Imagery is not read here: that is `imagery`'s business.)
+//! Used for the model, the registry and a GeoTIFF mosaic's index, once per sandbox; it knows
+//! nothing of what the bytes mean. (Imagery is not read here: that is `imagery`'s business,
+//! though its GeoTIFF reads use this module's S3 client.)
 //!
 //! Lambda gives init 10 s. A dead or hanging S3 endpoint must end in an init error that names
 //! the bucket, key and cause well before that, not in Lambda killing a silent process: each S3
@@ -181,9 +182,9 @@ async fn load_s3(bucket: &str, key: &str, what: &str) -> Result<Blob, String> {
 }
 
 /// One S3 client per process, built on first use: building one reads the environment and
-/// credentials provider chain, which is not free, and the model and the registry load at the
-/// same time through it.
-async fn s3_client() -> aws_sdk_s3::Client {
+/// credentials provider chain, which is not free, and the model, the registry and GeoTIFF
+/// imagery all read through it (one connection pool, one set of credentials).
+pub async fn s3_client() -> aws_sdk_s3::Client {
     static CLIENT: tokio::sync::OnceCell<aws_sdk_s3::Client> = tokio::sync::OnceCell::const_new();
     CLIENT
         .get_or_init(|| async {
@@ -283,7 +284,7 @@ fn part_ranges(start: u64, total: u64, part: u64) -> Vec<(u64, u64)> {
 }
 
 /// The SDK's `Display` is terse ("service error"); walk the sources for the real cause.
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = vec![e.to_string()];
     let mut source = e.source();
     while let Some(s) = source {

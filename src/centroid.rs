@@ -1,5 +1,6 @@
 //! The point a footprint is classified at: the area-weighted centroid of a polygon or
-//! multipolygon, computed in longitude/latitude degrees.
+//! multipolygon, computed in longitude/latitude degrees; and whether a footprint contains a
+//! point ([`ring_contains`], for the register's footprints and a mosaic's files).
 //!
 //! Why lon/lat and not web-mercator metres (the chips' projection): RFC 7946 defines a GeoJSON
 //! edge as a straight line in lon/lat, so only there is the polygon exactly what the caller
@@ -23,6 +24,32 @@ pub type Ring = Vec<LatLon>;
 
 /// A polygon: the outer ring first, then its holes.
 pub type Polygon = Vec<Ring>;
+
+/// Even-odd rule over all rings (`[lon, lat]` positions): inside the exterior and outside
+/// every hole. Works for closed and unclosed rings alike (a closing edge of zero length never
+/// crosses); straight edges in lon/lat, as RFC 7946 says.
+///
+/// Not `geo`'s `CoordinatePosition`: it answers the same off the boundary but is slower per test,
+/// keeps footprints in larger `Vec`s and brings 18 crates (docs/PERFORMANCE.md, "Hand-written
+/// geometry vs crates").
+pub fn ring_contains<R: AsRef<[[f64; 2]]>>(rings: &[R], p: [f64; 2]) -> bool {
+    let [x, y] = p;
+    let mut inside = false;
+    for ring in rings {
+        let ring = ring.as_ref();
+        let Some(mut previous) = ring.last() else {
+            continue;
+        };
+        for current in ring {
+            let ([xi, yi], [xj, yj]) = (*current, *previous);
+            if (yi > y) != (yj > y) && x < (xj - xi) * (y - yi) / (yj - yi) + xi {
+                inside = !inside;
+            }
+            previous = current;
+        }
+    }
+    inside
+}
 
 /// Footprints with less area than this (square degrees; ≈ 0.01 m² at the equator) have no
 /// usable centroid. Real buildings are thousands of times larger; rounding noise is far smaller.

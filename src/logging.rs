@@ -94,11 +94,20 @@ fn lambda_level_directive(level: &str) -> Option<&'static str> {
 
 /// Installs the JSON subscriber for the process, from the real environment.
 pub fn init() {
+    init_with_default("info");
+}
+
+/// [`init`], with `default` as the level when the environment sets none (a local command
+/// that talks to a person logs less than a function).
+pub fn init_with_default(default: &str) {
     let var = |name: &str| std::env::var(name).ok();
-    let chosen = filter(
+    let mut chosen = filter(
         var("AWS_LAMBDA_LOG_LEVEL").as_deref(),
         var("RUST_LOG").as_deref(),
     );
+    if chosen.source == "default" {
+        chosen.directives = default.to_string();
+    }
     let json = tracing_subscriber::fmt::layer()
         .json()
         .flatten_event(true)

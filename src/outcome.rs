@@ -136,6 +136,12 @@ pub struct Timing {
     pub images_fetched: usize,
     /// Images found in the warm cache, or already being fetched for another request in flight.
     pub cache_hits: usize,
+    /// Only with a GeoTIFF source: ranged reads this request made (file headers not yet read
+    /// in this sandbox, and merged runs of internal tiles), and the bytes they brought.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub range_requests: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub bytes_fetched: Option<u64>,
     /// Other requests whose chips shared this request's batches (0 on classic Lambda, which
     /// runs one request at a time). `default` so answers from before it still read.
     #[serde(default)]

@@ -90,7 +90,7 @@ pub fn two_sessions_throughput(ort: &Ort, chips: usize, batch: usize) -> f64 {
 pub fn unique_images(imagery: &Imagery, points: &[LatLon]) -> usize {
     points
         .iter()
-        .flat_map(|p| imagery.plan(*p))
+        .flat_map(|p| imagery.template_parts(*p))
         .map(|part| part.url)
         .collect::<HashSet<_>>()
         .len()

@@ -21,6 +21,7 @@ mod support;
 
 mod floor;
 mod function;
+mod geotiff;
 mod int8;
 mod managed;
 mod report;
@@ -48,6 +49,7 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
+    let geotiff_only = args.iter().any(|a| a == "--geotiff");
     let prices = managed::Prices::from_args(&args).unwrap_or_else(|e| {
         eprintln!("{e}");
         std::process::exit(2);
@@ -84,6 +86,8 @@ fn main() {
             .map(|(k, v)| (k, v.to_string()))
             .collect();
         bench.profile(runs, &settings);
+    } else if geotiff_only {
+        bench.geotiff_only();
     } else if args.iter().any(|a| a == "--managed") {
         bench.managed_only(prices);
     } else {
@@ -149,6 +153,8 @@ struct Bench {
     ort_library: PathBuf,
     /// The quantized bench model (`BENCH_MODEL_INT8`), when made.
     int8_model: Option<PathBuf>,
+    /// The GeoTIFF case's COG (`BENCH_COG`), if made.
+    cog: Option<PathBuf>,
     defaults: Defaults,
     cases: [Case; 2],
 }
@@ -158,10 +164,14 @@ type Main = Vec<(Measured, Measured)>;
 
 impl Bench {
     fn new(model: PathBuf, ort_library: PathBuf, int8_model: Option<PathBuf>) -> Self {
+        let cog = std::env::var_os("BENCH_COG")
+            .map(PathBuf::from)
+            .filter(|p| p.is_file());
         Self {
             model,
             ort_library,
             int8_model,
+            cog,
             defaults: defaults(),
             cases: [world::neighbourhood(), world::town()],
         }
@@ -209,6 +219,8 @@ impl Bench {
         self.header();
 
         let variants = Arc::new(world::tile_variants());
+        let mean_tile_bytes =
+            variants.iter().map(|v| v.len() as f64).sum::<f64>() / variants.len() as f64;
         let decode = decode_ms(&variants);
         println!(
             "- tiles: {} aerial-looking 256×256 JPEGs (q85), {} KB; decode {:.2} ms each on one core",
@@ -260,6 +272,23 @@ impl Bench {
             .map(|path| self.int8(path, &services, &model, &imagery, &main));
         let baseline = self.two_phase(&rt, &model, imagery, &main);
         drop(model);
+        match &self.cog {
+            Some(cog) => {
+                let bytes = std::fs::read(cog).expect("the bench COG");
+                services.s3.put(function::BUCKET, geotiff::COG_KEY, &bytes);
+                drop(bytes);
+                let layout = geotiff::Layout::read(cog);
+                geotiff::run(
+                    &services,
+                    &self.cases,
+                    &main,
+                    &layout,
+                    chip,
+                    mean_tile_bytes,
+                );
+            }
+            None => println!("(no bench COG: run `make bench` for the GeoTIFF case)\n"),
+        }
         if !quick {
             self.sweep(&services, &main);
         }
@@ -269,6 +298,39 @@ impl Bench {
             load_average(),
             started.elapsed().as_secs_f64()
         );
+    }
+
+    /// `-- --geotiff`: the main cases (the tile server's figures) and the GeoTIFF case only.
+    fn geotiff_only(&self) {
+        let Some(cog) = &self.cog else {
+            eprintln!("no bench COG: run `make bench BENCH_ARGS=--geotiff` (it makes it)");
+            std::process::exit(2);
+        };
+        println!("# tilepredict benchmark: the GeoTIFF case\n");
+        println!("- machine: {}", machine());
+        println!("- load average at start: {}\n", load_average());
+        let variants = Arc::new(world::tile_variants());
+        let mean_tile_bytes =
+            variants.iter().map(|v| v.len() as f64).sum::<f64>() / variants.len() as f64;
+        let services = Services::start(&self.model, self.ort_library.clone(), variants);
+        let main = self.main_cases(&services);
+        let bytes = std::fs::read(cog).expect("the bench COG");
+        services.s3.put(function::BUCKET, geotiff::COG_KEY, &bytes);
+        drop(bytes);
+        let chip = floor::Ort::load(&self.ort_library, &self.model)
+            .model(1)
+            .input
+            .width as u32;
+        let layout = geotiff::Layout::read(cog);
+        geotiff::run(
+            &services,
+            &self.cases,
+            &main,
+            &layout,
+            chip,
+            mean_tile_bytes,
+        );
+        println!("load average at end: {}", load_average());
     }
 
     /// `-- --profile N [NAME=VALUE…]`: one function process with the defaults (tile cache off)

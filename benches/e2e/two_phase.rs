@@ -55,7 +55,10 @@ pub struct TwoPhase {
 
 impl TwoPhase {
     pub fn run(&self, rt: &tokio::runtime::Runtime, model: &Model, points: &[LatLon]) -> Phases {
-        let plans: Vec<_> = points.iter().map(|p| self.imagery.plan(*p)).collect();
+        let plans: Vec<_> = points
+            .iter()
+            .map(|p| self.imagery.template_parts(*p))
+            .collect();
         let mut urls: Vec<String> = plans.iter().flatten().map(|p| p.url.clone()).collect();
         urls.sort();
         urls.dedup();
@@ -98,7 +101,7 @@ impl TwoPhase {
                 (Arc::clone(&self.imagery), Arc::clone(&slots), url.clone());
             tasks.spawn(async move {
                 let _slot = slots.acquire_owned().await.expect("open semaphore");
-                let bytes = imagery.fetch(&url, cutoff).await.expect("tile fetched");
+                let bytes = imagery.fetch_url(&url, cutoff).await.expect("tile fetched");
                 (url, bytes)
             });
         }

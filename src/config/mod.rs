@@ -3,7 +3,7 @@
 //! Parsing is a pure function of a lookup (`from_lookup`), so every default and every
 //! rejection — the tile template's and the register's included — is unit-tested without
 //! touching the process environment. It owns names, defaults and range checks, and builds the
-//! settings types of the layers below (`TileTemplate`, `BlobUri`, `RegistrySettings`); those
+//! settings types of the layers below (`SourceSpec`, `BlobUri`, `RegistrySettings`); those
 //! layers never read the environment or import this module. It does not open files or reach
 //! the network.
 
@@ -21,23 +21,28 @@ use std::time::Duration;
 
 use crate::blob::BlobUri;
 use crate::error::ConfigError;
-use crate::imagery::template::TileTemplate;
+use crate::imagery::source::SourceSpec;
 use crate::model::settings::ModelSettings;
 use crate::registry::RegistrySettings;
 use crate::secrets::TileHeaders;
-use values::{headers, number};
+use values::{bands, decimal, headers, number};
 
 /// Everything the function reads from its environment. Defaults are in `README.md`.
-/// `Debug` is safe to log: `tile_template` and `tile_headers` redact their secrets.
+/// `Debug` is safe to log: `source` and `tile_headers` redact their secrets.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub model_uri: BlobUri,
     /// The model settings given here (`MODEL_LABELS`, `OUTPUT_KIND`, `INPUT_*`, `CHIP_SIZE`,
     /// …); `None` where unset, so the model's metadata, then its shape, can decide.
     pub model: ModelSettings,
-    /// `TILE_URL`, parsed; prints with literal query values redacted.
-    pub tile_template: TileTemplate,
+    /// `TILE_URL`, parsed: a template, a GeoTIFF or a mosaic index; prints with literal query
+    /// values redacted.
+    pub source: SourceSpec,
     pub tile_zoom: u8,
+    /// `CHIP_GSD_M`: the chips' ground resolution in metres per pixel, instead of `TILE_ZOOM`'s.
+    pub chip_gsd_m: Option<f64>,
+    /// `BANDS`: a GeoTIFF's red, green and blue bands (1-based); `None` → the file's own.
+    pub bands: Option<[u16; 3]>,
     pub batch_size: usize,
     pub max_concurrent_downloads: usize,
     pub max_buildings: usize,
@@ -96,13 +101,21 @@ impl Config {
             value: e.value,
             reason: e.reason,
         })?;
-        let tile_template =
-            TileTemplate::parse(&required("TILE_URL")?).map_err(|e| ConfigError {
-                name: "TILE_URL",
-                value: e.template,
-                reason: e.reason,
-            })?;
+        let source = SourceSpec::parse(&required("TILE_URL")?).map_err(|e| ConfigError {
+            name: "TILE_URL",
+            value: e.template,
+            reason: e.reason,
+        })?;
         let tile_zoom = number("TILE_ZOOM", get("TILE_ZOOM"), 19u8, 0..=24)?;
+        let chip_gsd_m = decimal("CHIP_GSD_M", get("CHIP_GSD_M"), 0.01..=1000.0)?;
+        let bands = bands(get("BANDS"), crate::imagery::geotiff::header::MAX_BANDS)?;
+        if bands.is_some() && source.template().is_some() {
+            return Err(ConfigError::new(
+                "BANDS",
+                &get("BANDS").unwrap_or_default(),
+                "applies to GeoTIFF sources only (TILE_URL names a tile template)",
+            ));
+        }
         // Both defaults were chosen by `make bench`'s sweep (docs/PERFORMANCE.md, "Why the
         // defaults are what they are").
         let batch_size = number("BATCH_SIZE", get("BATCH_SIZE"), 32usize, 1..=1024)?;
@@ -159,8 +172,10 @@ impl Config {
         Ok(Self {
             model_uri,
             model,
-            tile_template,
+            source,
             tile_zoom,
+            chip_gsd_m,
+            bands,
             batch_size,
             max_concurrent_downloads,
             max_buildings,
@@ -346,7 +361,7 @@ mod tests {
         assert!(!shown.contains("s3cret"), "{shown}");
         // The key is still in the URLs the template makes: only its printing is redacted.
         let window = crate::geo::ChipWindow::centred_on(LatLon::new(52.0, 21.0).unwrap(), 19, 64);
-        let url = &c.tile_template.plan(&window)[0].url;
+        let url = &c.source.template().unwrap().plan(&window)[0].url;
         assert!(url.ends_with(".png?key=url-s3cret"), "{url}");
     }
 
@@ -358,5 +373,52 @@ mod tests {
         assert!(!err.to_string().contains("s3cret"), "{err}");
         let err = config(&[BASE[0], ("TILE_URL", "ftp://t/{z}/{x}/{y}")]).unwrap_err();
         assert!(err.reason.contains("must start with"), "{err}");
+    }
+
+    #[test]
+    fn tile_url_names_a_template_a_geotiff_or_a_mosaic_and_each_mistake_is_named() {
+        use crate::imagery::geotiff::Location;
+        let c = config(&[BASE[0], ("TILE_URL", "s3://ortho/pl/sheet.tif")]).unwrap();
+        assert_eq!(
+            c.source,
+            SourceSpec::GeoTiff(Location::S3 {
+                bucket: "ortho".into(),
+                key: "pl/sheet.tif".into()
+            })
+        );
+        let c = config(&[BASE[0], ("TILE_URL", "https://h/stac/items.json")]).unwrap();
+        assert!(matches!(c.source, SourceSpec::Mosaic(_)));
+        for (raw, needle) in [
+            ("s3://b/{z}/{x}/{y}.png", "not a template"),
+            ("https://h/tile.png", "does not name a GeoTIFF"),
+            ("s3://b/.tif", "needs a bucket and a key"),
+            ("file://rel/x.tif", "absolute path"),
+            ("gs://b/x.tif", "must start with"),
+        ] {
+            let err = config(&[BASE[0], ("TILE_URL", raw)]).unwrap_err();
+            assert_eq!(err.name, "TILE_URL");
+            assert!(err.reason.contains(needle), "{raw}: {err}");
+        }
+    }
+
+    #[test]
+    fn chip_gsd_m_and_bands_are_checked() {
+        let tif = ("TILE_URL", "file:///data/naip.tif");
+        let c = config(&[BASE[0], tif, ("CHIP_GSD_M", "0.6"), ("BANDS", "4, 3,2")]).unwrap();
+        assert_eq!((c.chip_gsd_m, c.bands), (Some(0.6), Some([4, 3, 2])));
+        assert_eq!(config(&BASE).unwrap().chip_gsd_m, None);
+        for (name, value, needle) in [
+            ("CHIP_GSD_M", "0", "0.01..=1000"),
+            ("CHIP_GSD_M", "fine", "0.01..=1000"),
+            ("BANDS", "1,2", "three band numbers"),
+            ("BANDS", "0,1,2", "each 1..=16"),
+            ("BANDS", "1,2,99", "each 1..=16"),
+        ] {
+            let err = config(&[BASE[0], tif, (name, value)]).unwrap_err();
+            assert_eq!(err.name, name);
+            assert!(err.reason.contains(needle), "{err}");
+        }
+        let err = config(&[BASE[0], BASE[1], ("BANDS", "1,2,3")]).unwrap_err();
+        assert!(err.reason.contains("GeoTIFF sources only"), "{err}");
     }
 }

@@ -59,3 +59,36 @@ pub fn headers(raw: &str) -> Result<Vec<(String, String)>, ConfigError> {
         })
         .collect()
 }
+
+/// `BANDS`: three 1-based band numbers (red, green, blue), e.g. `1,2,3` of NAIP's RGBN.
+pub fn bands(raw: Option<String>, max: u16) -> Result<Option<[u16; 3]>, ConfigError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let values: Result<Vec<u16>, _> = raw.split(',').map(|v| v.trim().parse::<u16>()).collect();
+    match values {
+        Ok(v) if v.len() == 3 && v.iter().all(|b| (1..=max).contains(b)) => {
+            Ok(Some([v[0], v[1], v[2]]))
+        }
+        _ => Err(ConfigError::new(
+            "BANDS",
+            &raw,
+            format!("expected three band numbers (red,green,blue), each 1..={max}, e.g. 1,2,3"),
+        )),
+    }
+}
+
+/// A positive decimal in a range, e.g. `CHIP_GSD_M=0.3`.
+pub fn decimal(
+    name: &'static str,
+    raw: Option<String>,
+    range: std::ops::RangeInclusive<f64>,
+) -> Result<Option<f64>, ConfigError> {
+    let Some(raw) = raw else { return Ok(None) };
+    match raw.parse::<f64>() {
+        Ok(v) if range.contains(&v) => Ok(Some(v)),
+        _ => Err(ConfigError::new(
+            name,
+            &raw,
+            format!("must be a number in {}..={}", range.start(), range.end()),
+        )),
+    }
+}

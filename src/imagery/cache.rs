@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 
-use image::RgbImage;
 use lru::LruCache;
 
+use super::Image;
+
 pub struct ImageCache {
-    entries: LruCache<String, Arc<RgbImage>>,
+    entries: LruCache<String, Arc<Image>>,
     bytes: usize,
     budget: usize,
 }
@@ -23,24 +24,29 @@ impl ImageCache {
         }
     }
 
-    pub fn get(&mut self, url: &str) -> Option<Arc<RgbImage>> {
+    pub fn get(&mut self, url: &str) -> Option<Arc<Image>> {
         self.entries.get(url).cloned()
+    }
+
+    /// Whether `key` is held, without making it the most recently used.
+    pub fn contains(&self, key: &str) -> bool {
+        self.entries.contains(key)
     }
 
     /// Stores an image, evicting the least recently used ones past the budget. An image
     /// larger than the whole budget is not stored.
-    pub fn put(&mut self, url: String, image: Arc<RgbImage>) {
-        let size = image.as_raw().len();
+    pub fn put(&mut self, url: String, image: Arc<Image>) {
+        let size = image.bytes();
         if size > self.budget {
             return;
         }
         if let Some(old) = self.entries.put(url, image) {
-            self.bytes -= old.as_raw().len();
+            self.bytes -= old.bytes();
         }
         self.bytes += size;
         while self.bytes > self.budget {
             match self.entries.pop_lru() {
-                Some((_, evicted)) => self.bytes -= evicted.as_raw().len(),
+                Some((_, evicted)) => self.bytes -= evicted.bytes(),
                 None => break,
             }
         }
@@ -63,8 +69,8 @@ impl ImageCache {
 mod tests {
     use super::*;
 
-    fn img(side: u32) -> Arc<RgbImage> {
-        Arc::new(RgbImage::new(side, side))
+    fn img(side: u32) -> Arc<Image> {
+        Arc::new(Image::opaque(image::RgbImage::new(side, side)))
     }
 
     #[test]

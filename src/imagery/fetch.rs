@@ -1,13 +1,15 @@
 //! Getting image bytes: one keep-alive HTTP client per sandbox, per-attempt timeouts, bounded
 //! retries with jittered exponential back-off, a body-size cap enforced while streaming, and
 //! `file://` reads for local imagery. It does not decode; it only says which bytes arrived.
+//! Byte ranges (GeoTIFF tiles) go the same way, with a `Range` header.
 
+use std::ops::Range;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RANGE, RETRY_AFTER};
 use tokio::time::Instant;
 
 use crate::error::{BuildingError, ErrorCode};
@@ -83,6 +85,33 @@ impl Fetcher {
         if let Some(path) = url.strip_prefix("file://") {
             return self.read_file(path).await;
         }
+        self.fetch_http(url, None, cutoff).await
+    }
+
+    /// Bytes `range` of the file at `url` (an HTTP Range request, or a read of a local file),
+    /// with the same retries, timeouts and cap as [`Fetcher::fetch`]. A server that ignores
+    /// `Range` (answering 200 with the whole file) is an error, not a silent full download.
+    pub async fn fetch_range(
+        &self,
+        url: &str,
+        range: Range<u64>,
+        cutoff: Instant,
+    ) -> Result<Bytes, BuildingError> {
+        if range.end - range.start > self.settings.max_bytes as u64 {
+            return Err(too_large(&redact(url), self.settings.max_bytes));
+        }
+        if let Some(path) = url.strip_prefix("file://") {
+            return read_file_range(path, range).await;
+        }
+        self.fetch_http(url, Some(range), cutoff).await
+    }
+
+    async fn fetch_http(
+        &self,
+        url: &str,
+        range: Option<Range<u64>>,
+        cutoff: Instant,
+    ) -> Result<Bytes, BuildingError> {
         let mut attempt = 0;
         loop {
             let now = Instant::now();
@@ -90,7 +119,8 @@ impl Fetcher {
                 return Err(BuildingError::deadline_exceeded());
             }
             let budget = self.settings.timeout.min(cutoff - now);
-            let outcome = match tokio::time::timeout(budget, self.attempt(url)).await {
+            let request = self.attempt(url, range.clone());
+            let outcome = match tokio::time::timeout(budget, request).await {
                 Ok(Ok(bytes)) => return Ok(bytes),
                 Ok(Err(outcome)) => outcome,
                 Err(_) if budget < self.settings.timeout => {
@@ -128,9 +158,13 @@ impl Fetcher {
         }
     }
 
-    async fn attempt(&self, url: &str) -> Result<Bytes, Attempt> {
+    async fn attempt(&self, url: &str, range: Option<Range<u64>>) -> Result<Bytes, Attempt> {
         let shown = redact(url);
-        let response = self.client.get(url).send().await.map_err(|e| {
+        let mut request = self.client.get(url);
+        if let Some(r) = &range {
+            request = request.header(RANGE, format!("bytes={}-{}", r.start, r.end - 1));
+        }
+        let response = request.send().await.map_err(|e| {
             let error = BuildingError::new(
                 ErrorCode::ImageUnavailable,
                 format!("{shown}: {}", describe(&e)),
@@ -149,13 +183,23 @@ impl Fetcher {
                 },
             );
         }
+        if range.is_some() && status != StatusCode::PARTIAL_CONTENT {
+            return Err(Attempt::Fail(BuildingError::new(
+                ErrorCode::ImageUnavailable,
+                format!(
+                    "{shown}: the server ignores Range requests (HTTP {status} instead of 206): \
+                     serve the file from S3 or a server that supports ranges"
+                ),
+            )));
+        }
         let content_type = response
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_ascii_lowercase();
-        if is_not_an_image(&content_type) {
+        // (A ranged answer, 206, is a file's bytes, whatever type the server labels them.)
+        if range.is_none() && is_not_an_image(&content_type) {
             return Err(Attempt::Fail(BuildingError::new(
                 ErrorCode::ImageInvalid,
                 format!("{shown}: the server answered {content_type:?} instead of an image"),
@@ -207,6 +251,28 @@ impl Fetcher {
             .map(Bytes::from)
             .map_err(unavailable)
     }
+}
+
+async fn read_file_range(path: &str, range: Range<u64>) -> Result<Bytes, BuildingError> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let unavailable = |e: std::io::Error| {
+        BuildingError::new(
+            ErrorCode::ImageUnavailable,
+            format!("file://{path} bytes {}-{}: {e}", range.start, range.end - 1),
+        )
+    };
+    let mut file = tokio::fs::File::open(path).await.map_err(|e| {
+        BuildingError::new(ErrorCode::ImageUnavailable, format!("file://{path}: {e}"))
+    })?;
+    file.seek(std::io::SeekFrom::Start(range.start))
+        .await
+        .map_err(unavailable)?;
+    let mut bytes = Vec::with_capacity((range.end - range.start) as usize);
+    file.take(range.end - range.start)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(unavailable)?;
+    Ok(Bytes::from(bytes))
 }
 
 fn too_large(shown: &str, max: usize) -> BuildingError {

@@ -1,18 +1,18 @@
 //! Chip assembly: from the buildings' positions to finished chips, one message per chip.
 //!
-//! Every unique image the request needs is fetched once (neighbouring buildings share tiles):
-//! from the warm cache, else from the source under the download semaphore, and once for every
-//! request in flight that needs it (a request finding another's fetch under way waits for it:
-//! `imagery::flight`). It is decoded on a blocking thread (at most one decode per vCPU), and
-//! the moment a chip has all its images it is stitched, fitted to the model's input size and
-//! sent. Chips therefore arrive in the order
-//! their images complete, roughly request order. An image is dropped as soon as no unfinished
-//! chip needs it.
+//! The imagery plans the request (`Imagery::plan`: for a GeoTIFF mosaic this reads the headers
+//! of files not yet opened). Every unique image the request needs is then fetched once
+//! (neighbouring buildings share tiles): from the warm cache, else from the source under the
+//! download semaphore, in fetch units (one URL, or byte ranges of a GeoTIFF holding several
+//! internal tiles), and once for every request in flight that needs the same unit (a request
+//! finding another's fetch under way waits for it: `imagery::flight`). It is decoded on a blocking thread (at most one decode per vCPU), and the
+//! moment a chip has all its images it is composed (stitched, or warped from a GeoTIFF),
+//! fitted to the model's input size and sent. Chips therefore arrive in the order their images
+//! complete, roughly request order. An image is dropped as soon as no unfinished chip needs it.
 //!
 //! This is the only path from positions to chips: the pipeline runs it for Lambda, and tools
 //! and tests collect its output with [`ChipMaker::cut`].
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -26,12 +26,11 @@ use tracing::Instrument;
 use crate::error::{BuildingError, ErrorCode};
 use crate::geo::LatLon;
 use crate::imagery::flight::Joined;
-use crate::imagery::{Imagery, Loaded, chip};
+use crate::imagery::geotiff::read::Counters;
+use crate::imagery::plan::{ChipPlan, RequestPlan, Unit};
+use crate::imagery::{Image, Imagery, Loaded, chip};
 
-/// How long a shared fetch may run at most: Lambda's longest timeout. A fetch is bounded by
-/// the requests waiting for it (it stops when the last one stops waiting, at its own cutoff)
-/// and by `DOWNLOAD_TIMEOUT_MS` and `DOWNLOAD_RETRIES`, never by the cutoff of the request
-/// that happened to start it.
+/// How long a shared fetch may run at most: Lambda's longest timeout (see `fetch_and_decode`).
 const SHARED_FETCH_BUDGET: Duration = Duration::from_secs(900);
 
 /// A finished chip (at the model's input size) or why it could not be made, by chip index.
@@ -48,8 +47,9 @@ pub struct ChipMaker {
 
 /// One request's assembly in progress. Dropping it aborts the fetches still running.
 pub struct Assembly {
-    run: Arc<Run>,
-    fetches: JoinSet<()>,
+    shared: Arc<Shared>,
+    /// The planner, which owns the fetch tasks (aborting it aborts them).
+    work: JoinSet<()>,
 }
 
 /// What an assembly measured.
@@ -57,31 +57,37 @@ pub struct Assembly {
 pub struct AssemblyStats {
     /// When the first image was asked for (cache or source); `None` if no chip needed one.
     pub first_request: Option<Instant>,
-    /// Time spent decoding and stitching, summed over the blocking threads.
+    /// Time spent decoding and composing, summed over the blocking threads.
     pub decode: Duration,
+    /// Images (URLs, or a GeoTIFF's internal tiles) requested from the source.
     pub images_fetched: usize,
     pub cache_hits: usize,
+    /// GeoTIFF sources: ranged reads (headers and merged tiles) and their bytes.
+    pub range_requests: usize,
+    pub bytes_fetched: u64,
 }
 
-/// A chip's images: (image index, dx, dy) — where each image's top-left lands in the chip.
+/// Counters and flags the assembly and its tasks share.
+struct Shared {
+    stop: AtomicBool,
+    first_request: OnceLock<Instant>,
+    decode_nanos: AtomicU64,
+    fetched: AtomicUsize,
+    cache_hits: AtomicUsize,
+    ranges: Arc<Counters>,
+}
+
+/// A chip's images: (image index, x, y) as the plan placed them.
 type ChipParts = Vec<(usize, i64, i64)>;
-
-/// One unique image of the request and the chips that need it.
-struct ImageJob {
-    url: String,
-    expected: (u32, u32),
-    /// Chip index and where this image's top-left lands in that chip.
-    uses: Vec<(usize, i64, i64)>,
-}
 
 /// Per-request shared state while images arrive.
 struct Progress {
     /// For each chip, how many of its images are still missing; `None` once it is resolved.
     missing: Vec<Option<usize>>,
-    /// For each chip, its parts: (image index, dx, dy).
+    /// For each chip, its parts.
     parts: Vec<ChipParts>,
     /// Decoded images, dropped as soon as no unresolved chip needs them.
-    images: Vec<Option<Arc<RgbImage>>>,
+    images: Vec<Option<Arc<Image>>>,
     uses_left: Vec<usize>,
 }
 
@@ -90,16 +96,14 @@ struct Run {
     imagery: Arc<Imagery>,
     download_slots: Arc<Semaphore>,
     decode_slots: Arc<Semaphore>,
-    jobs: Vec<ImageJob>,
+    plan: RequestPlan,
+    /// For each image, the chips that use it.
+    users: Vec<Vec<usize>>,
     progress: Mutex<Progress>,
     chips_out: mpsc::UnboundedSender<ChipMessage>,
     input_size: (u32, u32),
     cutoff: Instant,
-    stop: AtomicBool,
-    first_request: OnceLock<Instant>,
-    decode_nanos: AtomicU64,
-    fetched: AtomicUsize,
-    cache_hits: AtomicUsize,
+    shared: Arc<Shared>,
 }
 
 impl ChipMaker {
@@ -112,54 +116,48 @@ impl ChipMaker {
         input_size: (u32, u32),
         cutoff: Instant,
     ) -> (Assembly, mpsc::UnboundedReceiver<ChipMessage>) {
-        let (jobs, parts) = plan(&self.imagery, points);
         let (tx, rx) = mpsc::unbounded_channel();
-        let run = Arc::new(Run {
-            imagery: Arc::clone(&self.imagery),
-            download_slots: Arc::clone(&self.download_slots),
-            decode_slots: Arc::clone(&self.decode_slots),
-            progress: Mutex::new(Progress {
-                missing: parts.iter().map(|p| Some(p.len())).collect(),
-                images: vec![None; jobs.len()],
-                uses_left: jobs.iter().map(|j| j.uses.len()).collect(),
-                parts,
-            }),
-            jobs,
-            chips_out: tx,
-            input_size,
-            cutoff,
+        let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             first_request: OnceLock::new(),
             decode_nanos: AtomicU64::new(0),
             fetched: AtomicUsize::new(0),
             cache_hits: AtomicUsize::new(0),
+            ranges: Arc::default(),
         });
-        let mut fetches = JoinSet::new();
-        for index in 0..run.jobs.len() {
-            fetches.spawn(load_image(Arc::clone(&run), index).in_current_span());
-        }
-        // A chip needing no image at all (outside the world's rows) is ready now.
-        let empty: Vec<usize> = run
-            .progress
-            .lock()
-            .expect("fresh lock")
-            .missing
-            .iter()
-            .enumerate()
-            .filter_map(|(i, missing)| (*missing == Some(0)).then_some(i))
-            .collect();
-        for i in empty {
-            let size = run.imagery.chip_size();
-            let _ = run.chips_out.send((
-                i,
-                Ok(chip::fit(
-                    RgbImage::new(size, size),
-                    input_size.0,
-                    input_size.1,
-                )),
-            ));
-        }
-        (Assembly { run, fetches }, rx)
+        let mut work = JoinSet::new();
+        let (imagery, download_slots, decode_slots) = (
+            Arc::clone(&self.imagery),
+            Arc::clone(&self.download_slots),
+            Arc::clone(&self.decode_slots),
+        );
+        let points = points.to_vec();
+        let task_shared = Arc::clone(&shared);
+        work.spawn(
+            async move {
+                let plan = imagery
+                    .plan(&points, cutoff, &download_slots, &task_shared.ranges)
+                    .await;
+                let run = Arc::new(Run::new(
+                    imagery,
+                    download_slots,
+                    decode_slots,
+                    plan,
+                    tx,
+                    input_size,
+                    cutoff,
+                    task_shared,
+                ));
+                run.send_ready();
+                let mut loads = JoinSet::new();
+                for unit in 0..run.plan.units.len() {
+                    loads.spawn(load_unit(Arc::clone(&run), unit).in_current_span());
+                }
+                while loads.join_next().await.is_some() {}
+            }
+            .in_current_span(),
+        );
+        (Assembly { shared, work }, rx)
     }
 
     /// Every chip for `points`, in order: [`ChipMaker::start`] collected. For tools that need
@@ -195,148 +193,211 @@ impl ChipMaker {
 impl Assembly {
     /// Stops requesting images and aborts the fetches in flight; chips already sent stay sent.
     pub fn stop(&mut self) {
-        self.run.stop.store(true, Ordering::SeqCst);
-        self.fetches.abort_all();
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.work.abort_all();
     }
 
     pub fn stats(&self) -> AssemblyStats {
+        let s = &self.shared;
         AssemblyStats {
-            first_request: self.run.first_request.get().copied(),
-            decode: Duration::from_nanos(self.run.decode_nanos.load(Ordering::Relaxed)),
-            images_fetched: self.run.fetched.load(Ordering::Relaxed),
-            cache_hits: self.run.cache_hits.load(Ordering::Relaxed),
+            first_request: s.first_request.get().copied(),
+            decode: Duration::from_nanos(s.decode_nanos.load(Ordering::Relaxed)),
+            images_fetched: s.fetched.load(Ordering::Relaxed),
+            cache_hits: s.cache_hits.load(Ordering::Relaxed),
+            range_requests: s.ranges.requests.load(Ordering::Relaxed),
+            bytes_fetched: s.ranges.bytes.load(Ordering::Relaxed),
         }
     }
 }
 
-/// The unique images of the request, ordered by the first chip that needs them (so chips
-/// complete roughly in request order), and each chip's parts.
-fn plan(imagery: &Imagery, points: &[LatLon]) -> (Vec<ImageJob>, Vec<ChipParts>) {
-    let mut index_of: HashMap<String, usize> = HashMap::new();
-    let mut jobs: Vec<ImageJob> = Vec::new();
-    let mut parts = Vec::with_capacity(points.len());
-    for (chip_index, p) in points.iter().enumerate() {
-        let mut chip_parts = Vec::new();
-        for part in imagery.plan(*p) {
-            let expected = (part.width, part.height);
-            let j = *index_of.entry(part.url.clone()).or_insert_with(|| {
-                jobs.push(ImageJob {
-                    url: part.url,
-                    expected,
-                    uses: Vec::new(),
-                });
-                jobs.len() - 1
-            });
-            jobs[j].uses.push((chip_index, part.dx, part.dy));
-            chip_parts.push((j, part.dx, part.dy));
+impl Run {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        imagery: Arc<Imagery>,
+        download_slots: Arc<Semaphore>,
+        decode_slots: Arc<Semaphore>,
+        plan: RequestPlan,
+        chips_out: mpsc::UnboundedSender<ChipMessage>,
+        input_size: (u32, u32),
+        cutoff: Instant,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let mut users = vec![Vec::new(); plan.images.len()];
+        for (c, chip) in plan.chips.iter().enumerate() {
+            for &(i, _, _) in &chip.parts {
+                users[i].push(c);
+            }
         }
-        parts.push(chip_parts);
+        let progress = Progress {
+            missing: plan.chips.iter().map(|c| Some(c.parts.len())).collect(),
+            parts: plan.chips.iter().map(|c| c.parts.clone()).collect(),
+            images: vec![None; plan.images.len()],
+            uses_left: users.iter().map(Vec::len).collect(),
+        };
+        Self {
+            imagery,
+            download_slots,
+            decode_slots,
+            plan,
+            users,
+            progress: Mutex::new(progress),
+            chips_out,
+            input_size,
+            cutoff,
+            shared,
+        }
     }
-    (jobs, parts)
+
+    /// Chips needing no image are ready now: those outside the world's rows (black), and those
+    /// the plan already failed (no file covers them, their file cannot be read).
+    fn send_ready(&self) {
+        let mut progress = self.progress.lock().expect("fresh lock");
+        for (c, chip) in self.plan.chips.iter().enumerate() {
+            if chip.parts.is_empty() {
+                progress.missing[c] = None;
+                let _ = self.chips_out.send((c, self.finish(chip, &[])));
+            }
+        }
+    }
+
+    /// Composes a chip from its images and fits it to the model's input.
+    fn finish(
+        &self,
+        chip: &ChipPlan,
+        parts: &[(&Image, i64, i64)],
+    ) -> Result<RgbImage, BuildingError> {
+        let composed = self.imagery.compose(chip, parts)?;
+        Ok(chip::fit(composed, self.input_size.0, self.input_size.1))
+    }
 }
 
-/// Gets one image (warm cache, else the fetch in flight for it, else a fetch of its own) and
-/// delivers it to the chips waiting for it. No fetch starts after the cutoff, and the wait for
-/// one ends there.
-async fn load_image(run: Arc<Run>, index: usize) {
-    let job = &run.jobs[index];
-    run.first_request.get_or_init(Instant::now);
-    let late = run.stop.load(Ordering::SeqCst) || Instant::now() >= run.cutoff;
+/// Gets one unit's images (warm cache, else the fetch in flight for the same unit, else a
+/// fetch of its own) and delivers them to the chips waiting for them. No fetch starts after
+/// the cutoff, and the wait for one ends there.
+async fn load_unit(run: Arc<Run>, index: usize) {
+    let unit = &run.plan.units[index];
+    let keys = &run.plan.images;
+    run.shared.first_request.get_or_init(Instant::now);
+    let late = run.shared.stop.load(Ordering::SeqCst) || Instant::now() >= run.cutoff;
     let joined = if late {
-        match run.imagery.cached(&job.url) {
-            Some(image) => Joined::Found(image),
+        let cached: Option<Vec<Arc<Image>>> = unit
+            .images
+            .iter()
+            .map(|&i| run.imagery.cached(&keys[i]))
+            .collect();
+        match cached {
+            Some(images) => Joined::Found(images),
             None => {
-                deliver(&run, index, Err(BuildingError::deadline_exceeded()));
+                for &i in &unit.images {
+                    deliver(&run, i, Err(BuildingError::deadline_exceeded()));
+                }
                 return;
             }
         }
     } else {
-        let (imagery, downloads, decodes) = (
+        let (imagery, downloads, decodes, counters) = (
             Arc::clone(&run.imagery),
             Arc::clone(&run.download_slots),
             Arc::clone(&run.decode_slots),
+            Arc::clone(&run.shared.ranges),
         );
-        let (url, expected) = (job.url.clone(), job.expected);
-        run.imagery.cached_or_join(&job.url, move || {
-            fetch_and_decode(imagery, downloads, decodes, url, expected)
+        let (own, own_keys) = unit.detached(keys);
+        run.imagery.cached_or_join(unit, keys, move || {
+            fetch_and_decode(imagery, downloads, decodes, counters, own, own_keys)
         })
     };
-    let (image, started) = match joined {
-        Joined::Found(image) => {
-            run.cache_hits.fetch_add(1, Ordering::Relaxed);
-            (Ok(image), false)
+    let count = unit.images.len();
+    let (images, started) = match joined {
+        Joined::Found(images) => {
+            run.shared.cache_hits.fetch_add(count, Ordering::Relaxed);
+            (images.into_iter().map(Ok).collect(), false)
         }
         Joined::Flying(seat) => {
+            // Joining another request's fetch saves this request the fetch: a cache hit.
             let counter = if seat.started {
-                &run.fetched
+                &run.shared.fetched
             } else {
-                &run.cache_hits
+                &run.shared.cache_hits
             };
-            counter.fetch_add(1, Ordering::Relaxed);
-            let image = match tokio::time::timeout_at(run.cutoff, seat.wait()).await {
-                Ok(Some(Loaded { image, decode })) => {
+            counter.fetch_add(count, Ordering::Relaxed);
+            let images = match tokio::time::timeout_at(run.cutoff, seat.wait()).await {
+                Ok(Some(Loaded { images, decode })) => {
                     if seat.started {
-                        run.decode_nanos
+                        run.shared
+                            .decode_nanos
                             .fetch_add(decode.as_nanos() as u64, Ordering::Relaxed);
                     }
-                    image
+                    images
                 }
-                Ok(None) => Err(BuildingError::new(
-                    ErrorCode::ImageInvalid,
-                    "decoding failed: the fetch and decode task panicked",
-                )),
-                Err(_) => Err(BuildingError::deadline_exceeded()),
+                Ok(None) => vec![
+                    Err(BuildingError::new(
+                        ErrorCode::ImageInvalid,
+                        "decoding failed: the fetch and decode task panicked",
+                    ));
+                    count
+                ],
+                Err(_) => vec![Err(BuildingError::deadline_exceeded()); count],
             };
-            (image, seat.started)
+            (images, seat.started)
         }
     };
-    // Stitching is CPU work: off the async threads. Timed for the request that fetched the
-    // image, as its decoding is.
+    // Composing is CPU work: off the async threads. Timed for the request that fetched the
+    // unit, as its decoding is.
     let task_run = Arc::clone(&run);
     let span = tracing::Span::current();
     let worker = tokio::task::spawn_blocking(move || {
         let _in = span.enter();
-        let stitching = std::time::Instant::now();
-        deliver(&task_run, index, image);
+        let composing = std::time::Instant::now();
+        let run = task_run;
+        let unit = &run.plan.units[index];
+        for (&i, image) in unit.images.iter().zip(images) {
+            deliver(&run, i, image);
+        }
         if started {
-            task_run
+            run.shared
                 .decode_nanos
-                .fetch_add(stitching.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                .fetch_add(composing.elapsed().as_nanos() as u64, Ordering::Relaxed);
         }
     });
     if let Err(e) = worker.await {
-        // A panic while stitching: fail the chips still waiting for this image.
-        deliver(
-            &run,
-            index,
-            Err(BuildingError::new(
-                ErrorCode::ImageInvalid,
-                format!("decoding failed: {e}"),
-            )),
-        );
+        // A panic while composing: fail the chips still waiting for this unit's images.
+        for &i in &run.plan.units[index].images {
+            deliver(
+                &run,
+                i,
+                Err(BuildingError::new(
+                    ErrorCode::ImageInvalid,
+                    format!("decoding failed: {e}"),
+                )),
+            );
+        }
     }
 }
 
-/// The work of one fetch, shared by every request waiting for the image: the bytes from the
-/// source under the download semaphore, then decoded on a blocking thread under the decode
-/// semaphore, and kept in the warm cache.
+/// One unit fetched and decoded for every request waiting for it. Its bound is Lambda's
+/// longest timeout, not the cutoff of the request that happened to start it: it stops when
+/// the last waiter stops waiting (each at its own cutoff), or at `DOWNLOAD_TIMEOUT_MS` and
+/// `DOWNLOAD_RETRIES`. Ranged reads count in the starting request's `counters`.
 async fn fetch_and_decode(
     imagery: Arc<Imagery>,
     downloads: Arc<Semaphore>,
     decodes: Arc<Semaphore>,
-    url: String,
-    expected: (u32, u32),
+    counters: Arc<Counters>,
+    unit: Unit,
+    keys: Vec<String>,
 ) -> Loaded {
-    let unavailable = |what: &str| Loaded {
-        image: Err(BuildingError::new(ErrorCode::ImageUnavailable, what)),
+    let count = unit.images.len();
+    let failed = |error: BuildingError| Loaded {
+        images: vec![Err(error); count],
         decode: Duration::ZERO,
     };
+    let unavailable = |what: &str| failed(BuildingError::new(ErrorCode::ImageUnavailable, what));
     let bytes = {
         let Ok(_slot) = downloads.acquire().await else {
             return unavailable("the download limiter is closed");
         };
         imagery
-            .fetch(&url, Instant::now() + SHARED_FETCH_BUDGET)
+            .fetch(&unit, Instant::now() + SHARED_FETCH_BUDGET, &counters)
             .await
     };
     let Ok(_cpu) = decodes.acquire().await else {
@@ -346,26 +407,26 @@ async fn fetch_and_decode(
     let decoded = tokio::task::spawn_blocking(move || {
         let _in = span.enter();
         let started = std::time::Instant::now();
-        let image = bytes.and_then(|bytes| imagery.decode(&url, &bytes, expected));
-        (image, started.elapsed())
+        let images = match bytes {
+            Ok(bytes) => imagery.decode(&unit, &keys, &bytes),
+            Err(error) => vec![Err(error); unit.images.len()],
+        };
+        (images, started.elapsed())
     })
     .await;
     match decoded {
-        Ok((image, decode)) => Loaded { image, decode },
-        Err(e) => Loaded {
-            image: Err(BuildingError::new(
-                ErrorCode::ImageInvalid,
-                format!("decoding failed: {e}"),
-            )),
-            decode: Duration::ZERO,
-        },
+        Ok((images, decode)) => Loaded { images, decode },
+        Err(e) => failed(BuildingError::new(
+            ErrorCode::ImageInvalid,
+            format!("decoding failed: {e}"),
+        )),
     }
 }
 
 /// Records an arrived (or failed) image and sends every chip it completes. Runs on a
-/// blocking thread: stitching is CPU work.
-fn deliver(run: &Run, index: usize, image: Result<Arc<RgbImage>, BuildingError>) {
-    type Ready = (usize, Vec<(Arc<RgbImage>, i64, i64)>);
+/// blocking thread: composing is CPU work.
+fn deliver(run: &Run, index: usize, image: Result<Arc<Image>, BuildingError>) {
+    type Ready = (usize, Vec<(Arc<Image>, i64, i64)>);
     let mut ready: Vec<Ready> = Vec::new();
     {
         let Ok(mut progress) = run.progress.lock() else {
@@ -376,7 +437,7 @@ fn deliver(run: &Run, index: usize, image: Result<Arc<RgbImage>, BuildingError>)
             Ok(image) if p.uses_left[index] > 0 => p.images[index] = Some(Arc::clone(image)),
             _ => {}
         }
-        for &(c, _, _) in &run.jobs[index].uses {
+        for &c in &run.users[index] {
             let Some(missing) = p.missing[c] else {
                 continue;
             };
@@ -401,17 +462,14 @@ fn deliver(run: &Run, index: usize, image: Result<Arc<RgbImage>, BuildingError>)
             }
         }
     }
-    let size = run.imagery.chip_size();
     for (c, parts) in ready {
-        let borrowed: Vec<(&RgbImage, i64, i64)> = parts
+        let borrowed: Vec<(&Image, i64, i64)> = parts
             .iter()
             .map(|(img, dx, dy)| (img.as_ref(), *dx, *dy))
             .collect();
-        let stitched = chip::stitch(&borrowed, size);
-        let _ = run.chips_out.send((
-            c,
-            Ok(chip::fit(stitched, run.input_size.0, run.input_size.1)),
-        ));
+        let _ = run
+            .chips_out
+            .send((c, run.finish(&run.plan.chips[c], &borrowed)));
     }
 }
 

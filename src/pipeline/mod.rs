@@ -17,6 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use image::RgbImage;
 use tokio::time::Instant;
 
 use crate::error::{BuildingError, ErrorCode};
@@ -46,6 +47,9 @@ pub struct Stats {
     pub batches: usize,
     pub images_fetched: usize,
     pub cache_hits: usize,
+    /// GeoTIFF sources: ranged reads and their bytes.
+    pub range_requests: usize,
+    pub bytes_fetched: u64,
     /// Other requests whose chips shared this request's batches.
     pub batched_with: usize,
 }
@@ -53,6 +57,9 @@ pub struct Stats {
 pub struct Output {
     pub results: Vec<ChipResult>,
     pub stats: Stats,
+    /// With [`Pipeline::run_keeping_chips`], the chip each point was predicted on, exactly
+    /// as batched (before normalisation); `None` where no chip was made. Empty otherwise.
+    pub chips: Vec<Option<Arc<RgbImage>>>,
 }
 
 impl Pipeline {
@@ -87,6 +94,16 @@ impl Pipeline {
     /// is answered `deadline_exceeded`. Points with the same chip window (identical
     /// coordinates, or within a pixel's rounding) share one chip and one prediction.
     pub async fn run(&self, points: &[LatLon], cutoff: Instant) -> Output {
+        self.run_with(points, cutoff, false).await
+    }
+
+    /// [`Pipeline::run`], also keeping every chip in [`Output::chips`] (for people to see
+    /// what the model saw). Costs one copy of each chip, held until the run ends.
+    pub async fn run_keeping_chips(&self, points: &[LatLon], cutoff: Instant) -> Output {
+        self.run_with(points, cutoff, true).await
+    }
+
+    async fn run_with(&self, points: &[LatLon], cutoff: Instant, keep_chips: bool) -> Output {
         let mut first_of = HashMap::new();
         let mut unique = Vec::new();
         let slots: Vec<usize> = points
@@ -100,15 +117,21 @@ impl Pipeline {
                     })
             })
             .collect();
-        let output = self.run_unique(&unique, cutoff).await;
+        let output = self.run_unique(&unique, cutoff, keep_chips).await;
+        let chips = if keep_chips {
+            slots.iter().map(|&u| output.chips[u].clone()).collect()
+        } else {
+            Vec::new()
+        };
         Output {
             results: slots.iter().map(|&u| output.results[u].clone()).collect(),
             stats: output.stats,
+            chips,
         }
     }
 
     /// [`Pipeline::run`] for points whose chips all differ.
-    async fn run_unique(&self, points: &[LatLon], cutoff: Instant) -> Output {
+    async fn run_unique(&self, points: &[LatLon], cutoff: Instant, keep_chips: bool) -> Output {
         let started = Instant::now();
         let input = &self.model.input;
         let input_size = (input.width as u32, input.height as u32);
@@ -118,6 +141,7 @@ impl Pipeline {
         let n = points.len();
         let mut results: Vec<Option<ChipResult>> = vec![None; n];
         let mut queued = vec![false; n];
+        let mut kept = vec![None; if keep_chips { n } else { 0 }];
         let mut stats = Stats::default();
         let (mut batches, mut mates) = (HashSet::new(), HashSet::<u64>::new());
         let (mut received, mut resolved) = (0, 0);
@@ -143,6 +167,9 @@ impl Pipeline {
                     match chip {
                         Ok(chip) => {
                             last_chip = Instant::now();
+                            if keep_chips {
+                                kept[i] = Some(Arc::new(chip.clone()));
+                            }
                             queued[i] = true;
                             ticket.push(i, chip);
                         }
@@ -186,6 +213,8 @@ impl Pipeline {
         stats.decode = made.decode;
         stats.images_fetched = made.images_fetched;
         stats.cache_hits = made.cache_hits;
+        stats.range_requests = made.range_requests;
+        stats.bytes_fetched = made.bytes_fetched;
         let results = results
             .into_iter()
             .map(|r| {
@@ -197,6 +226,10 @@ impl Pipeline {
                 })
             })
             .collect();
-        Output { results, stats }
+        Output {
+            results,
+            stats,
+            chips: kept,
+        }
     }
 }

@@ -10,6 +10,7 @@ use rstar::primitives::GeomWithData;
 use rstar::{AABB, RTree, RTreeObject};
 
 use super::geodesy::{degrees_around, distance_m};
+use crate::centroid::ring_contains;
 
 /// `[lon, lat]` in degrees, GeoJSON's order.
 pub type Position = [f64; 2];
@@ -85,7 +86,7 @@ impl Index {
     fn containing(&self, lat: f64, lon: f64) -> Option<Hit> {
         self.footprints
             .locate_in_envelope_intersecting(AABB::from_point([lon, lat]))
-            .filter(|f| contains(&f.rings, [lon, lat]))
+            .filter(|f| ring_contains(&f.rings, [lon, lat]))
             .map(|f| f.record)
             .min()
             .map(|record| Hit {
@@ -131,30 +132,6 @@ fn lon_ranges(west: f64, east: f64) -> impl Iterator<Item = (f64, f64)> {
         None
     };
     std::iter::once((west.max(-180.0), east.min(180.0))).chain(wrapped)
-}
-
-/// Even-odd rule over all rings: inside the exterior and outside every hole. Works for closed
-/// and unclosed rings alike (a closing edge of zero length never crosses).
-///
-/// Not `geo`'s `CoordinatePosition`: it answers the same off the boundary but is slower per test,
-/// keeps footprints in larger `Vec`s and brings 18 crates (docs/PERFORMANCE.md, "Hand-written
-/// geometry vs crates").
-fn contains(rings: &[Box<[Position]>], p: Position) -> bool {
-    let [x, y] = p;
-    let mut inside = false;
-    for ring in rings {
-        let Some(mut previous) = ring.last() else {
-            continue;
-        };
-        for current in ring.iter() {
-            let ([xi, yi], [xj, yj]) = (*current, *previous);
-            if (yi > y) != (yj > y) && x < (xj - xi) * (y - yi) / (yj - yi) + xi {
-                inside = !inside;
-            }
-            previous = current;
-        }
-    }
-    inside
 }
 
 #[cfg(test)]

@@ -799,3 +799,30 @@ async fn tile_headers_go_with_every_request_including_retries() {
         }
     }
 }
+
+#[tokio::test]
+async fn chip_gsd_m_cuts_the_ground_square_at_that_resolution_from_any_source() {
+    let server = world_server();
+    let p = LatLon::new(PLACES[0].0, PLACES[0].1).unwrap();
+    let zoom_17 = tilepredict::geo::metres_per_pixel(p.lat, ZOOM);
+    for (kind, template) in templates(&server.base_url(), "png") {
+        let at = |gsd: f64| {
+            let mut chips = imagery(&template, 12, 64, settings());
+            let imagery = Arc::into_inner(chips.maker.imagery).unwrap();
+            chips.maker.imagery = Arc::new(imagery.with_ground_resolution(Some(gsd)));
+            chips
+        };
+        // TILE_ZOOM (12 here) no longer matters: zoom 17's own resolution is zoom 17's chip.
+        let chip = at(zoom_17).chip(p, far_cutoff()).await.unwrap();
+        assert!(chip == true_chip(p, ZOOM, 64), "{kind}");
+        // 1.5 × that: 96 zoom-17 pixels of ground, resized to the 64-px chip.
+        let chip = at(1.5 * zoom_17).chip(p, far_cutoff()).await.unwrap();
+        let want = image::imageops::resize(
+            &true_chip(p, ZOOM, 96),
+            64,
+            64,
+            image::imageops::FilterType::Triangle,
+        );
+        assert!(chip == want, "{kind}: {:?}", difference(&chip, &want));
+    }
+}

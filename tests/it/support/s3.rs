@@ -4,8 +4,8 @@
 //! ranges, errors). Only the body of a found object is served differently: see [`FastBodies`].
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt as _;
 use s3s::auth::SimpleAuth;
@@ -25,6 +25,7 @@ pub struct S3Server {
     server: Loopback,
     root: tempfile::TempDir,
     requests: Arc<AtomicUsize>,
+    reads: Reads,
 }
 
 impl S3Server {
@@ -39,10 +40,12 @@ impl S3Server {
     pub fn start_with_stream_rate(bytes_per_s: Option<f64>) -> S3Server {
         let root = tempfile::tempdir().expect("temp dir for S3 objects");
         let fs = s3s_fs::FileSystem::new(root.path()).expect("s3s-fs root");
+        let reads = Reads::default();
         let fs = FastBodies {
             fs,
             root: root.path().to_path_buf(),
             bytes_per_s,
+            reads: Arc::clone(&reads),
         };
         let service = {
             let mut b = S3ServiceBuilder::new(fs);
@@ -62,6 +65,7 @@ impl S3Server {
             server,
             root,
             requests,
+            reads,
         }
     }
 
@@ -114,6 +118,11 @@ impl S3Server {
         .collect()
     }
 
+    /// Every GetObject answered so far: `bucket/key` and the bytes served (`start..end`).
+    pub fn reads(&self) -> Vec<(String, std::ops::Range<u64>)> {
+        self.reads.lock().unwrap().clone()
+    }
+
     /// HTTP requests served so far (all operations, including failed/unauthorised ones).
     pub fn request_count(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
@@ -141,6 +150,9 @@ pub fn e_tag(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// GetObjects served: `bucket/key` and the byte range.
+type Reads = Arc<Mutex<Vec<(String, std::ops::Range<u64>)>>>;
+
 /// Body blocks: 1 MiB.
 const BLOCK: usize = 1 << 20;
 
@@ -153,6 +165,7 @@ struct FastBodies {
     root: PathBuf,
     /// Pace each body to this rate (see [`S3Server::start_with_stream_rate`]).
     bytes_per_s: Option<f64>,
+    reads: Reads,
 }
 
 #[async_trait::async_trait]
@@ -162,6 +175,7 @@ impl s3s::S3 for FastBodies {
         req: s3s::S3Request<s3s::dto::GetObjectInput>,
     ) -> s3s::S3Result<s3s::S3Response<s3s::dto::GetObjectOutput>> {
         let path = self.root.join(&req.input.bucket).join(&req.input.key);
+        let object = format!("{}/{}", req.input.bucket, req.input.key);
         let mut answer = self.fs.get_object(req).await?;
         let output = &mut answer.output;
         let length = output.content_length.unwrap_or(0).max(0) as u64;
@@ -171,6 +185,10 @@ impl s3s::S3 for FastBodies {
             .as_deref()
             .and_then(|r| r.strip_prefix("bytes ")?.split('-').next()?.parse().ok())
             .unwrap_or(0u64);
+        self.reads
+            .lock()
+            .unwrap()
+            .push((object, start..start + length));
         let bytes = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
             use std::io::{Read, Seek, SeekFrom};
             let mut file = std::fs::File::open(path)?;

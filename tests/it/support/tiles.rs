@@ -36,7 +36,7 @@ pub struct TileResponse {
 }
 
 impl TileResponse {
-    fn ok(content_type: &str, body: Vec<u8>) -> Self {
+    pub fn ok(content_type: &str, body: Vec<u8>) -> Self {
         TileResponse {
             status: 200,
             content_type: content_type.into(),
@@ -296,4 +296,34 @@ pub fn point_in_tile(z: u8, x: u32, y: u32, px: f64, py: f64) -> (f64, f64) {
         f64::from(y) * 256.0 + py,
         256.0 * 2f64.powi(i32::from(z)),
     )
+}
+
+/// Serves the files under `root` at their relative paths, honouring `Range: bytes=a-b` with 206
+/// and `Content-Range` (as S3, CloudFront and static web servers do); 404 for a missing file.
+pub fn files_handler(root: std::path::PathBuf) -> Handler {
+    Arc::new(move |req| {
+        let path = root.join(req.path.trim_start_matches('/'));
+        let Ok(bytes) = std::fs::read(&path) else {
+            return TileResponse::status(404);
+        };
+        let range = req
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("range"))
+            .and_then(|(_, v)| v.strip_prefix("bytes="))
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)));
+        let total = bytes.len();
+        match range {
+            None => TileResponse::ok("image/tiff", bytes),
+            Some((start, _)) if start >= total => TileResponse::status(416),
+            Some((start, end)) => {
+                let end = end.min(total - 1);
+                let mut answer = TileResponse::ok("image/tiff", bytes[start..=end].to_vec())
+                    .with_header("Content-Range", &format!("bytes {start}-{end}/{total}"));
+                answer.status = 206;
+                answer
+            }
+        }
+    })
 }
