@@ -35,17 +35,18 @@ export ORT_DYLIB_PATH ?= $(ORT_LIB)
 
 # GeoTIFF test fixtures: the tests' synthetic world as COGs, written at test time by
 # scripts/make_geotiff_fixtures.py with rasterio (its wheel bundles GDAL), rio-cogeo and rio-tiler
-# (reference chips), pinned, in the venv, with numpy at the model tools' NUMPY_VERSION (below).
-# rasterio 1.4 is the last line for Python 3.11.
+# (reference chips), pinned, in the venv. rasterio 1.4 is the last line for Python 3.11.
 RASTERIO_VERSION := 1.4.4
 RIO_COGEO_VERSION := 7.0.4
 RIO_TILER_VERSION := 9.4.12
 GEOTIFF_TOOLS := $(VENV)/.geotiff-tools-$(RASTERIO_VERSION)-$(RIO_COGEO_VERSION)-$(RIO_TILER_VERSION)
 export GEOTIFF_FIXTURES ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/geotiff-fixtures
 
-.PHONY: all build release lambda ort run test lint fmt clippy clean lint-template \
+.PHONY: all build release lambda ort run demo test browser screenshot predict-memory lint fmt clippy \
+  clean lint-template \
   build-TilePredictFunction package check-package bench-registry soak \
-  bench bench-quick bench-model quantize model-metadata fixture-models geotiff-fixtures
+  bench bench-quick bench-managed bench-model quantize model-metadata fixture-models \
+  geotiff-fixtures
 
 all: build
 
@@ -88,31 +89,48 @@ $(ORT_LIB):
 	mv $@.tmp $@
 	ln -sf libonnxruntime.so.$(ORT_VERSION) $(ORT_DIR)/libonnxruntime.so
 
-## run: the function on events/direct.json with the demo model and the bundled demo tiles.
-run: release ort
-	MODEL_URI=$(CURDIR)/fixtures/models/roof_demo.onnx \
-	TILE_URL='file://$(CURDIR)/fixtures/demo-tiles/{z}/{x}/{y}.png' \
-	TILE_ZOOM=19 \
-	RUST_LOG=$${RUST_LOG:-warn} \
-	./target/release/bootstrap invoke events/direct.json
+# The demo model and the bundled demo tiles, for `make run` and `make demo`.
+DEMO_ENV := MODEL_URI=$(CURDIR)/fixtures/models/roof_demo.onnx \
+	TILE_URL='file://$(CURDIR)/fixtures/demo-tiles/{z}/{x}/{y}.png' TILE_ZOOM=19
+
+## run: the function on events/direct.json with the demo model and the bundled demo tiles. Only
+## the answer goes to stdout (the build's output, logs and the metrics line go to stderr), so
+## `make run | python3 -m json.tool` works.
+run:
+	@$(MAKE) --no-print-directory release ort >&2
+	@$(DEMO_ENV) RUST_LOG=$${RUST_LOG:-warn} ./target/release/bootstrap invoke events/direct.json
+
+## demo: `bootstrap predict` on fixtures/demo-buildings.csv with the demo model, tiles and
+## register: demo-predictions.csv and demo-review.html (open it in a browser).
+demo:
+	@$(MAKE) --no-print-directory release ort >&2
+	@$(DEMO_ENV) REGISTRY_URI=$(CURDIR)/fixtures/registry/demo.csv \
+	  ./target/release/bootstrap predict fixtures/demo-buildings.csv \
+	  -o demo-predictions.csv --review demo-review.html
 
 ## test: everything the tests need, the layer check (src/lib.rs's map), then the whole suite.
-test: ort geotiff-fixtures
+test: ort browser geotiff-fixtures
 	$(PYTHON) scripts/check_layers.py
 	$(CARGO) test --all-targets
 
-## geotiff-fixtures: the GeoTIFF tests' COGs, mosaic indexes and rio-tiler reference chips
-## (≈ 50 MB, ≈ 10 s), into $(GEOTIFF_FIXTURES); remade when the script changes.
-geotiff-fixtures: $(GEOTIFF_FIXTURES)/fixtures.json
+## browser: Debian's chromium and chromedriver, which the review page's tests drive
+## (tests/it/review_browser.rs). Installed with apt when missing (as root, else with sudo);
+## elsewhere, set CHROMIUM and CHROMEDRIVER to a chromium and its matching driver.
+export CHROMIUM ?= /usr/bin/chromium
+export CHROMEDRIVER ?= /usr/bin/chromedriver
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-$(GEOTIFF_FIXTURES)/fixtures.json: scripts/make_geotiff_fixtures.py $(GEOTIFF_TOOLS)
-	rm -rf $(GEOTIFF_FIXTURES)
-	$(VENV_PYTHON) -W ignore scripts/make_geotiff_fixtures.py $(GEOTIFF_FIXTURES)
+browser:
+	@if [ ! -x "$(CHROMIUM)" ] || [ ! -x "$(CHROMEDRIVER)" ]; then \
+	  echo "installing chromium and chromium-driver with apt"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	fi
 
-$(GEOTIFF_TOOLS): | $(VENV_PYTHON)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check rasterio==$(RASTERIO_VERSION) \
-	  rio-cogeo==$(RIO_COGEO_VERSION) rio-tiler==$(RIO_TILER_VERSION) numpy==$(NUMPY_VERSION)
-	touch $@
+## screenshot: docs/review-page.png, the review page as the test browser shows it (README).
+screenshot: ort browser
+	REVIEW_SCREENSHOT=$(CURDIR)/docs/review-page.png $(CARGO) test --test it -- \
+	  --exact review_browser::the_review_page_works_in_a_real_browser_and_makes_no_request
 
 # The Python side of models, pinned: onnx and numpy (the bench and fixture model generators) and
 # onnxruntime (its quantization tools, and the same ONNX Runtime release the function runs).
@@ -127,8 +145,22 @@ $(MODEL_TOOLS): | $(VENV_PYTHON)
 	  numpy==$(NUMPY_VERSION) onnxruntime==$(ORT_VERSION) sympy==$(SYMPY_VERSION)
 	touch $@
 
+## geotiff-fixtures: the GeoTIFF tests' COGs, mosaic indexes and rio-tiler reference chips
+## (≈ 50 MB, ≈ 10 s), into $(GEOTIFF_FIXTURES); remade when the script changes.
+geotiff-fixtures: $(GEOTIFF_FIXTURES)/fixtures.json
+
+$(GEOTIFF_FIXTURES)/fixtures.json: scripts/make_geotiff_fixtures.py $(GEOTIFF_TOOLS)
+	rm -rf $(GEOTIFF_FIXTURES)
+	$(VENV_PYTHON) -W ignore scripts/make_geotiff_fixtures.py $(GEOTIFF_FIXTURES)
+
+$(GEOTIFF_TOOLS): | $(VENV_PYTHON)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check rasterio==$(RASTERIO_VERSION) \
+	  rio-cogeo==$(RIO_COGEO_VERSION) rio-tiler==$(RIO_TILER_VERSION)
+	touch $@
+
 ## bench: the end-to-end benchmark on loopback (release build): ONNX Runtime alone, init,
-## 110 and 1,000 buildings cold/warm, the floor, the two-phase baseline, the same events from a
+## 110 and 1,000 buildings cold/warm, many small requests one at a time and concurrently
+## (Managed Instances, with costs), the floor, the two-phase baseline, the same events from a
 ## COG on S3 (the GeoTIFF case) and the tuning sweep.
 ## Prints everything docs/PERFORMANCE.md shows, then the registry benchmark
 ## (bench-registry). BENCH_ARGS=--quick skips the sweep.
@@ -137,20 +169,25 @@ BENCH_MODEL := $(BENCH_DIR)/resnet18_128.onnx
 BENCH_MODEL_INT8 := $(BENCH_DIR)/resnet18_128.int8.onnx
 BENCH_COG := $(BENCH_DIR)/town.tif
 BENCH_ARGS ?=
+BENCH_ENV = BENCH_MODEL=$(BENCH_MODEL) BENCH_MODEL_INT8=$(BENCH_MODEL_INT8) BENCH_COG=$(BENCH_COG)
 
 bench: ort $(BENCH_MODEL) $(BENCH_MODEL_INT8) $(BENCH_COG)
-	BENCH_MODEL=$(BENCH_MODEL) BENCH_MODEL_INT8=$(BENCH_MODEL_INT8) BENCH_COG=$(BENCH_COG) \
-	  $(CARGO) bench --bench e2e -- $(BENCH_ARGS)
+	$(BENCH_ENV) $(CARGO) bench --bench e2e -- $(BENCH_ARGS)
 	$(MAKE) --no-print-directory bench-registry
 
 bench-quick: ort $(BENCH_MODEL) $(BENCH_MODEL_INT8) $(BENCH_COG)
-	BENCH_MODEL=$(BENCH_MODEL) BENCH_MODEL_INT8=$(BENCH_MODEL_INT8) BENCH_COG=$(BENCH_COG) \
-	  $(CARGO) bench --bench e2e -- --quick
+	$(BENCH_ENV) $(CARGO) bench --bench e2e -- --quick
 
 ## The GeoTIFF case's COG of the bench town (≈ 70 MB, ≈ 2 min once).
 $(BENCH_COG): scripts/make_bench_cog.py scripts/make_geotiff_fixtures.py $(GEOTIFF_TOOLS)
 	mkdir -p $(BENCH_DIR)
 	$(VENV_PYTHON) -W ignore scripts/make_bench_cog.py $@
+
+## bench-managed: only the many-small-requests section (Lambda Managed Instances: concurrency
+## sweep, sessions, cost per 1,000 predictions). Prices: BENCH_ARGS='--instance-price 0.1008'
+## (also --lambda-price, --request-price, --management-fee).
+bench-managed: ort $(BENCH_MODEL)
+	BENCH_MODEL=$(BENCH_MODEL) $(CARGO) bench --bench e2e -- --managed $(BENCH_ARGS)
 
 ## bench-model: the ~45 MB ResNet-18-shaped model (random seeded weights), made on demand,
 ## and its int8 copy, quantized like `make quantize` does on 256 chips of the bench's world.
@@ -242,20 +279,31 @@ check-package: package
 	  print("unpacked zip answered events/direct.json:", a["model"]["labels"], a["timing"]["total_ms"], "ms")' \
 	  $(DIST)/unpacked-answer.json
 
-## lint-template: cfn-lint and SAM's own validation of template.yaml; fails on errors.
+## lint-template: cfn-lint and SAM's own validation of template.yaml (with
+## AWS::LanguageExtensions expanded, as CloudFormation does), then the template translated for
+## classic Lambda and for Managed Instances (scripts/check_template.py); fails on errors.
 lint-template: $(SAM)
 	$(VENV)/bin/cfn-lint template.yaml
-	SAM_CLI_TELEMETRY=0 $(SAM) validate --region us-east-1
+	SAM_CLI_TELEMETRY=0 $(SAM) validate --language-extensions --region us-east-1
 	SAM_CLI_TELEMETRY=0 $(SAM) validate --lint --region us-east-1
+	SAM_CLI_TELEMETRY=0 $(VENV_PYTHON) scripts/check_template.py template.yaml
 
 $(SAM): | $(VENV_PYTHON)
 	$(VENV)/bin/pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION)
 
 ## soak: SOAK_INVOCATIONS (default 500) warm invocations of mixed good and bad events through
-## the real bootstrap; prints peak RSS at invocation 50 and at the end (fails past +10 %) and
-## checks every building of every answer. (`make test` runs a 60-invocation version.)
+## the real bootstrap, one at a time and then eight at a time (AWS_LAMBDA_MAX_CONCURRENCY=8);
+## prints peak RSS at invocation 50 and at the end (fails past +10 %) and checks every building
+## of every answer. (`make test` runs 60-invocation versions of both.)
 soak: ort
-	SOAK_INVOCATIONS=$${SOAK_INVOCATIONS:-500} $(CARGO) test --test it -- --ignored --nocapture --exact soak::soak
+	SOAK_INVOCATIONS=$${SOAK_INVOCATIONS:-500} $(CARGO) test --test it -- --ignored --nocapture --exact soak::soak soak::soak_concurrent
+
+## predict-memory: `bootstrap predict` (debug build) on PREDICT_BUILDINGS (default 100,000)
+## generated buildings on loopback tiles, with a review page, after a 1,000-building run: prints
+## both peak memories and rates, fails if memory grew with the input (docs/PERFORMANCE.md).
+predict-memory: ort
+	PREDICT_BUILDINGS=$${PREDICT_BUILDINGS:-100000} $(CARGO) test --test it -- \
+	  --ignored --nocapture --exact predict_cli::many_buildings_in_flat_memory
 
 fmt:
 	$(CARGO) fmt --all

@@ -4,8 +4,9 @@
 Most models are GlobalAveragePool -> Flatten -> Gemm: the logits are an affine function of the
 chip's mean R, G, B (after normalisation), so tests can compute the exact expected probabilities
 from the weights below. Two more fail on purpose at run time (see fails_on_red and log_scores),
-and EXPORTS holds one model per head and input layout as common exporters write them. Needs the
-`onnx` package (`make fixture-models` runs this with the pinned one in .venv):
+and one is slow on purpose (slow_rgb), and EXPORTS holds one model per head and input layout as
+common exporters write them. Needs the `onnx` package (`make fixture-models` runs this with the
+pinned one in .venv):
 
     python3 scripts/make_fixture_models.py fixtures/models
 """
@@ -109,6 +110,40 @@ def log_scores():
         helper.make_node("Mul", ["log", "eight"], ["logits"]),
     ]
     return finish(helper.make_graph(nodes, "log_scores", [image], [logits], [eight]), ["red", "green", "blue"])
+
+
+def slow_rgb(rounds=3):
+    """rgb_tiny's answers after ~57 M multiply-adds per chip (a few ms on one core), in < 1 KiB:
+    the flattened chip goes `rounds` times through a 3072 x 3072 MatMul whose matrix is made at
+    load time (ConstantOfShape), and 1e-30 of the result's mean is added to rgb_tiny's logits,
+    which leaves them unchanged in float32. Tests of concurrent requests use it so that chips
+    arrive faster than the model runs them, and batches fill with several requests' chips."""
+    side, width = 32, 3 * 32 * 32
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, side, side])
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])
+    init = [
+        helper.make_tensor("W", TensorProto.FLOAT, [3, 3], [8, 0, 0, 0, 8, 0, 0, 0, 8]),
+        helper.make_tensor("B", TensorProto.FLOAT, [3], [0, 0, 0]),
+        helper.make_tensor("square", TensorProto.INT64, [2], [width, width]),
+        helper.make_tensor("tiny", TensorProto.FLOAT, [], [1e-30]),
+    ]
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["image"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "W", "B"], ["raw"], transB=1),
+        helper.make_node("ConstantOfShape", ["square"], ["M"],
+                         value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0 / width])),
+        helper.make_node("Flatten", ["image"], ["h0"], axis=1),
+    ]
+    for r in range(rounds):
+        nodes.append(helper.make_node("MatMul", [f"h{r}", "M"], [f"h{r + 1}"]))
+    nodes += [
+        helper.make_node("ReduceMean", [f"h{rounds}"], ["mean"], axes=[1], keepdims=1),
+        helper.make_node("Mul", ["mean", "tiny"], ["nothing"]),
+        helper.make_node("Add", ["raw", "nothing"], ["logits"]),
+    ]
+    graph = helper.make_graph(nodes, "slow_rgb", [image], [logits], init)
+    return finish(graph, ["red", "green", "blue"])
 
 
 # --- Models shaped the way common exporters write them -------------------------------------
@@ -323,8 +358,9 @@ def main():
         onnx.save(classifier(**spec), path)
         print(f"wrote {path} ({path.stat().st_size} bytes)")
     # Tests: a model failing inside ONNX Runtime at run time, and one answering NaN.
+    # And rgb_tiny made slow, for tests of concurrent requests sharing batches.
     for name, build in [("rgb_tiny_fails_on_red.onnx", fails_on_red), ("rgb_log_nan_on_black.onnx", log_scores),
-                        *EXPORTS.items()]:
+                        ("rgb_slow.onnx", slow_rgb), *EXPORTS.items()]:
         path = out / name
         onnx.save(build(), path)
         print(f"wrote {path} ({path.stat().st_size} bytes)")

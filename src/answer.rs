@@ -49,8 +49,9 @@ pub fn scored(model: &ModelInfo, scored: &Scored) -> Map<String, Value> {
     fields
 }
 
-/// One entry of `predictions`: the building as sent, then its prediction or its error.
-fn direct_prediction(model: &ModelInfo, building: &BuildingInput, outcome: &Outcome) -> Value {
+/// One entry of `predictions`: the building as sent, then its prediction or its error. Also a
+/// line of a local run's JSON Lines output.
+pub fn direct_prediction(model: &ModelInfo, building: &BuildingInput, outcome: &Outcome) -> Value {
     let mut entry = Map::new();
     entry.insert("id".into(), building.id.clone());
     for (name, value) in [("lat", &building.lat), ("lon", &building.lon)] {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use image::RgbImage;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -24,6 +25,10 @@ use crate::pipeline::Pipeline;
 use crate::pipeline::assembly::ChipMaker;
 use crate::registry::Registry;
 use crate::request::BuildingInput;
+
+/// Per building, the chip its prediction was made on, exactly as batched (before
+/// normalisation); `None` where no chip was made (a parse error, a failed image, the deadline).
+pub type Chips = Vec<Option<Arc<RgbImage>>>;
 
 /// Everything built once per sandbox.
 pub struct App {
@@ -152,21 +157,25 @@ impl App {
             chip_size,
             zoom = config.tile_zoom,
             threads = config.inference_threads,
+            sessions = config.inference.sessions,
+            max_concurrency = config.inference.max_concurrency,
             model_load_ms,
             model_fetch_ms = fetch_ms,
             model_bytes,
             session_ms = model_load_ms - fetch_ms,
             "model ready"
         );
-        let pipeline = Pipeline {
-            model: Arc::new(model),
-            chips: ChipMaker {
-                imagery: Arc::new(imagery),
-                download_slots: Arc::new(Semaphore::new(config.max_concurrent_downloads)),
-                decode_slots: Arc::new(Semaphore::new(config.inference_threads)),
-            },
-            batch_size: config.batch_size,
+        let chips = ChipMaker {
+            imagery: Arc::new(imagery),
+            download_slots: Arc::new(Semaphore::new(config.max_concurrent_downloads)),
+            decode_slots: Arc::new(Semaphore::new(config.inference_threads)),
         };
+        let pipeline = Pipeline::new(
+            Arc::new(model),
+            chips,
+            config.batch_size,
+            config.fault_panic_rgb,
+        );
         Ok(Self {
             config,
             model_info,
@@ -185,11 +194,52 @@ impl App {
         cutoff: tokio::time::Instant,
         started: Instant,
     ) -> (Vec<Outcome>, Timing) {
+        let (outcomes, timing, _) = self.run(buildings, cutoff, started, false).await;
+        (outcomes, timing)
+    }
+
+    /// [`App::predict`], also giving back each building's chip (`chips[i]` for
+    /// `buildings[i]`), for answers and pages that show what the model saw.
+    pub async fn predict_with_chips(
+        &self,
+        buildings: &[BuildingInput],
+        cutoff: tokio::time::Instant,
+        started: Instant,
+    ) -> (Vec<Outcome>, Timing, Chips) {
+        self.run(buildings, cutoff, started, true).await
+    }
+
+    /// The chips' size: the model's input, width × height.
+    pub fn chip_dimensions(&self) -> (u32, u32) {
+        let input = &self.pipeline.model.input;
+        (input.width as u32, input.height as u32)
+    }
+
+    async fn run(
+        &self,
+        buildings: &[BuildingInput],
+        cutoff: tokio::time::Instant,
+        started: Instant,
+        keep_chips: bool,
+    ) -> (Vec<Outcome>, Timing, Chips) {
         let valid: Vec<_> = buildings
             .iter()
             .filter_map(|b| b.position.as_ref().ok().copied())
             .collect();
-        let output = self.pipeline.run(&valid, cutoff).await;
+        let output = if keep_chips {
+            self.pipeline.run_keeping_chips(&valid, cutoff).await
+        } else {
+            self.pipeline.run(&valid, cutoff).await
+        };
+        let chips: Chips = if keep_chips {
+            let mut kept = output.chips.into_iter();
+            buildings
+                .iter()
+                .map(|b| b.position.as_ref().ok().and_then(|_| kept.next().flatten()))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut results = output.results.into_iter();
         let mut outcomes: Vec<Outcome> = buildings
             .iter()
@@ -228,13 +278,14 @@ impl App {
             cache_hits: s.cache_hits,
             range_requests: self.reads_ranges().then_some(s.range_requests),
             bytes_fetched: self.reads_ranges().then_some(s.bytes_fetched),
+            batched_with: s.batched_with,
             registry_load_ms: self
                 .registry
                 .as_ref()
                 .map(|r| if cold_start { r.info.load_ms } else { 0.0 }),
             registry_lookup_ms,
         };
-        (outcomes, timing)
+        (outcomes, timing, chips)
     }
 
     /// Whether the imagery is read by byte ranges (GeoTIFFs), so answers count them.
@@ -313,7 +364,8 @@ pub async fn load_model(config: &Config, uri: &BlobUri) -> Result<LoadedModel, S
         .map_err(StartupError::ModelLoad)?;
     let fetch_ms = ms(started.elapsed());
     let options = ModelOptions {
-        threads: config.inference_threads,
+        threads: config.inference.threads_per_session(),
+        sessions: config.inference.sessions,
         settings: &config.model,
     };
     let model = Model::new(environment, &blob.bytes, &options)

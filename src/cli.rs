@@ -1,7 +1,13 @@
 //! The executable's local commands, for running the function without Lambda:
 //! `bootstrap invoke EVENT.json` handles one event exactly as Lambda would and prints the answer
-//! on stdout (logs and the metrics line go to stderr, so stdout is the answer alone). The model
-//! tools (`inspect`, `metadata`, `chips`, `compare`) live in `tools`.
+//! on stdout (logs and the metrics line go to stderr, so stdout is the answer alone);
+//! `bootstrap predict INPUT …` runs a whole file of buildings ([`predict`]). The model tools
+//! (`inspect`, `metadata`, `chips`, `compare`) live in `tools`.
+
+pub mod predict;
+pub mod predict_args;
+mod progress;
+mod summary;
 
 use std::process::ExitCode;
 
@@ -18,24 +24,43 @@ pub enum Command {
     Serve,
     /// `invoke EVENT.json`: handle one event locally.
     Invoke(String),
+    /// `predict INPUT [-o OUTPUT] [--review PAGE.html] …`: a whole file of buildings.
+    Predict(predict_args::Args),
     /// The model tools (`inspect`, `metadata`, `chips`, `compare`): see [`crate::tools`].
     Tool(crate::tools::Tool),
 }
 
 pub const USAGE: &str = "usage: bootstrap                      (as an AWS Lambda function)
        bootstrap invoke EVENT.json   (run one event locally, print the answer)
+       bootstrap predict BUILDINGS [-o OUTPUT] [--review PAGE.html] [--review-limit N] [--resume]
+           BUILDINGS: .csv (id,lat,lon,…), .geojson/.json (FeatureCollection or {\"buildings\": […]}),
+           .jsonl; OUTPUT: .csv, .geojson or .jsonl (stdout, JSON Lines, when left out)
        bootstrap inspect [--json]    (what the function makes of MODEL_URI's model)
        bootstrap metadata MODEL.onnx [OUT.onnx KEY=VALUE...]   (show or write model settings)
        bootstrap chips EVENT.json OUT.npy        (the model's input tensors for buildings)
        bootstrap compare OTHER.onnx CHIPS.npy    (MODEL_URI's model against another)";
 
 impl Command {
-    /// The command named by the arguments (program name excluded), or `None` for a usage error.
-    pub fn parse(args: &[String]) -> Option<Self> {
+    /// The command named by the arguments (program name excluded), or what is wrong with them.
+    pub fn parse(args: &[String]) -> Result<Self, String> {
         match args {
-            [] => Some(Self::Serve),
-            [cmd, path] if cmd == "invoke" => Some(Self::Invoke(path.clone())),
-            _ => crate::tools::Tool::parse(args).map(Self::Tool),
+            [] => Ok(Self::Serve),
+            [cmd, path] if cmd == "invoke" => Ok(Self::Invoke(path.clone())),
+            [cmd, rest @ ..] if cmd == "predict" => {
+                predict_args::Args::parse(rest).map(Self::Predict)
+            }
+            _ => crate::tools::Tool::parse(args)
+                .map(Self::Tool)
+                .ok_or_else(|| format!("unknown command: {}", args.join(" "))),
+        }
+    }
+
+    /// The log level when neither `AWS_LAMBDA_LOG_LEVEL` nor `RUST_LOG` says: a local batch
+    /// run talks to a person through its progress and summary, so only warnings are logged.
+    pub fn default_log_level(&self) -> &'static str {
+        match self {
+            Self::Predict(_) => "warn",
+            Self::Serve | Self::Invoke(_) | Self::Tool(_) => "info",
         }
     }
 }
@@ -80,16 +105,21 @@ mod tests {
 
     #[test]
     fn commands_and_usage_errors() {
-        assert_eq!(Command::parse(&[]), Some(Command::Serve));
+        assert_eq!(Command::parse(&[]), Ok(Command::Serve));
         assert_eq!(
             Command::parse(&args(&["invoke", "e.json"])),
-            Some(Command::Invoke("e.json".into()))
+            Ok(Command::Invoke("e.json".into()))
         );
-        assert_eq!(Command::parse(&args(&["invoke"])), None);
+        assert!(Command::parse(&args(&["invoke"])).is_err());
+        assert!(Command::parse(&args(&["predict", "x", "y"])).is_err());
+        assert!(matches!(
+            Command::parse(&args(&["predict", "b.csv"])),
+            Ok(Command::Predict(_))
+        ));
         assert!(matches!(
             Command::parse(&args(&["inspect"])),
-            Some(Command::Tool(_))
+            Ok(Command::Tool(_))
         ));
-        assert_eq!(Command::parse(&args(&["predict", "x", "y"])), None);
+        assert!(Command::parse(&args(&["inspect", "--bad"])).is_err());
     }
 }

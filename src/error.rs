@@ -92,6 +92,18 @@ pub enum RequestError {
         "the answer would be {size} bytes; Lambda's response limit is {limit}: send fewer buildings or smaller properties"
     )]
     ResponseTooLarge { size: usize, limit: usize },
+    /// With `include_chips`, the answer could be over Lambda's response limit: every chip's
+    /// JPEG has a known bound, so this is refused before any image is fetched, saying how
+    /// many of the buildings would fit.
+    #[error(
+        "with include_chips, the answer for {buildings} buildings could reach {size} bytes, over          Lambda's response limit of {limit}: at most {fit} of these buildings fit; send at most          {fit} a request, or leave include_chips out"
+    )]
+    ChipsTooLarge {
+        buildings: usize,
+        size: usize,
+        fit: usize,
+        limit: usize,
+    },
     /// Our own fault: a bug or a broken dependency, never the caller's input.
     #[error("internal error: {0}")]
     Internal(String),
@@ -104,7 +116,7 @@ impl RequestError {
             Self::Invalid(_) => "invalid_request",
             Self::TooManyBuildings { .. } => "too_many_buildings",
             Self::PayloadTooLarge { .. } => "payload_too_large",
-            Self::ResponseTooLarge { .. } => "response_too_large",
+            Self::ResponseTooLarge { .. } | Self::ChipsTooLarge { .. } => "response_too_large",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -115,7 +127,7 @@ impl RequestError {
             Self::Invalid(_) => "InvalidRequest",
             Self::TooManyBuildings { .. } => "TooManyBuildings",
             Self::PayloadTooLarge { .. } => "PayloadTooLarge",
-            Self::ResponseTooLarge { .. } => "ResponseTooLarge",
+            Self::ResponseTooLarge { .. } | Self::ChipsTooLarge { .. } => "ResponseTooLarge",
             Self::Internal(_) => "InternalError",
         }
     }
@@ -126,7 +138,8 @@ impl RequestError {
             Self::Invalid(_) => 400,
             Self::TooManyBuildings { .. }
             | Self::PayloadTooLarge { .. }
-            | Self::ResponseTooLarge { .. } => 413,
+            | Self::ResponseTooLarge { .. }
+            | Self::ChipsTooLarge { .. } => 413,
             Self::Internal(_) => 500,
         }
     }

@@ -14,10 +14,13 @@ use std::time::{Duration, Instant, SystemTime};
 use futures_util::FutureExt;
 use serde_json::Value;
 
-use crate::app::App;
+use base64::Engine;
+
+use crate::app::{App, Chips};
 use crate::error::RequestError;
-use crate::events::{self, Request, Shape, apigw};
-use crate::{registry, telemetry};
+use crate::events::chips::{self, Options};
+use crate::events::{self, Request, RequestKind, Shape, apigw};
+use crate::{chip_jpeg, registry, telemetry};
 
 /// Lambda's limit on a synchronous response payload (6 MB).
 pub const MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;
@@ -33,8 +36,18 @@ pub async fn handle(
     let answer = match events::detect(&event)? {
         Shape::ApiGateway(version) => http(app, version, event, cutoff, started).await,
         Shape::Request(request_kind) => {
+            let options = match request_kind {
+                RequestKind::StepFunctionsBatch => Options::default(),
+                RequestKind::Direct | RequestKind::GeoJson => chips::options(&event)?,
+            };
+            let request_bytes = if options.include_chips {
+                json_len(&event)
+            } else {
+                0
+            };
             let request = events::parse(request_kind, event, app.config.max_buildings)?;
-            guarded(answer(app, request, cutoff, started)).await?
+            chips_fit(app, &request, options, request_bytes)?;
+            guarded(answer(app, request, options, cutoff, started)).await?
         }
     };
     within_response_limit(answer)
@@ -48,12 +61,15 @@ async fn http(
     cutoff: tokio::time::Instant,
     started: Instant,
 ) -> Value {
-    let request = apigw::body(version, event, app.config.max_body_bytes)
-        .and_then(|body| events::parse_body(&body, app.config.max_buildings));
+    let request = apigw::body(version, event, app.config.max_body_bytes).and_then(|body| {
+        let (request, options) = events::parse_body_with_options(&body, app.config.max_buildings)?;
+        chips_fit(app, &request, options, body.len())?;
+        Ok((request, options))
+    });
     let answered = match request {
-        Ok(request) => {
+        Ok((request, options)) => {
             let content_type = request.content_type();
-            guarded(answer(app, request, cutoff, started))
+            guarded(answer(app, request, options, cutoff, started))
                 .await
                 .map(|body| (content_type, body))
         }
@@ -72,17 +88,115 @@ async fn http(
 async fn answer(
     app: &App,
     request: Request,
+    options: Options,
     cutoff: tokio::time::Instant,
     started: Instant,
 ) -> Value {
-    let (outcomes, timing) = app.predict(request.buildings(), cutoff, started).await;
+    let buildings = request.buildings();
+    let (outcomes, timing, chips) = if options.include_chips {
+        app.predict_with_chips(buildings, cutoff, started).await
+    } else {
+        let (outcomes, timing) = app.predict(buildings, cutoff, started).await;
+        (outcomes, timing, Vec::new())
+    };
     telemetry::record(&timing, &outcomes);
     let mut answer = request.answer(&app.model_info, &outcomes, &timing);
     // Every answer shape is a JSON object at the top: the register summary fits them all.
     if let Some(registry) = app.registry() {
         answer["registry"] = registry::answer::summary(registry, &outcomes);
     }
+    if options.include_chips {
+        chips::add(&mut answer, encoded(chips).await);
+    }
     answer
+}
+
+/// Each chip as base64 JPEG, encoded on a blocking thread (CPU work).
+async fn encoded(chips: Chips) -> Vec<Option<String>> {
+    tokio::task::spawn_blocking(move || {
+        chips
+            .iter()
+            .map(|chip| {
+                chip.as_ref()
+                    .map(|c| base64::engine::general_purpose::STANDARD.encode(chip_jpeg::encode(c)))
+            })
+            .collect()
+    })
+    .await
+    .expect("encoding chips does not panic")
+}
+
+/// What an answer holds whatever the buildings: `failed`, `timing`, `model`, a register
+/// summary and the envelope (generous).
+const ANSWER_FIXED_BYTES: usize = 4096;
+
+/// Refuses, before any work, a request asking for chips that could not fit Lambda's response
+/// limit. Each chip's base64 JPEG has a known bound ([`chip_jpeg::max_base64_len`]); the rest of
+/// a building's answer is its echo (the request's own bytes, shared out) and its prediction.
+/// The answer's real size is still checked afterwards ([`within_response_limit`]).
+fn chips_fit(
+    app: &App,
+    request: &Request,
+    options: Options,
+    request_bytes: usize,
+) -> Result<(), RequestError> {
+    if !options.include_chips {
+        return Ok(());
+    }
+    let buildings = request.buildings();
+    let with_chip = buildings.iter().filter(|b| b.position.is_ok()).count();
+    chip_room(
+        buildings.len(),
+        with_chip,
+        request_bytes,
+        app.chip_dimensions(),
+        &app.model_info.labels,
+    )
+}
+
+/// `,"chip":""` around each chip's base64 text.
+const CHIP_FIELD_BYTES: usize = 10;
+
+/// [`chips_fit`]'s arithmetic.
+fn chip_room(
+    buildings: usize,
+    with_chip: usize,
+    request_bytes: usize,
+    (width, height): (u32, u32),
+    labels: &[String],
+) -> Result<(), RequestError> {
+    let chip = chip_jpeg::max_base64_len(width, height) + CHIP_FIELD_BYTES;
+    // `"label":"…","score":0.123456,"probabilities":{"…":0.123456,…}` and the entry's braces.
+    let longest = labels.iter().map(String::len).max().unwrap_or(0);
+    let prediction = 64 + longest + labels.iter().map(|l| l.len() + 14).sum::<usize>();
+    let size = ANSWER_FIXED_BYTES + request_bytes + buildings * prediction + with_chip * chip;
+    if size <= MAX_RESPONSE_BYTES {
+        return Ok(());
+    }
+    let each = request_bytes.div_ceil(buildings.max(1)) + prediction + chip;
+    Err(RequestError::ChipsTooLarge {
+        buildings,
+        size,
+        fit: (MAX_RESPONSE_BYTES - ANSWER_FIXED_BYTES) / each,
+        limit: MAX_RESPONSE_BYTES,
+    })
+}
+
+/// A JSON value's serialised length, without keeping the text.
+fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 /// The answer, or `ResponseTooLarge` when Lambda would refuse to return it.
@@ -188,6 +302,37 @@ mod tests {
         assert!(err.to_string().contains("batch 3 failed"), "{err}");
         let ok = guarded(async { Value::from(1) }).await;
         assert_eq!(ok, Ok(Value::from(1)));
+    }
+
+    #[test]
+    fn chips_that_cannot_fit_are_refused_with_how_many_would() {
+        let labels = ["other".to_string(), "asbestos".to_string()];
+        // 64-px chips: at most 4,096 base64 characters each.
+        assert!(chip_room(1000, 1000, 80_000, (64, 64), &labels).is_ok());
+        match chip_room(2000, 1990, 160_000, (64, 64), &labels) {
+            Err(RequestError::ChipsTooLarge {
+                buildings,
+                size,
+                fit,
+                limit,
+            }) => {
+                assert_eq!((buildings, limit), (2000, MAX_RESPONSE_BYTES));
+                assert!(size > MAX_RESPONSE_BYTES, "{size}");
+                // 80 echoed + 113 prediction + 4,106 chip bytes a building.
+                let each = 80 + 113 + 4106;
+                assert_eq!(fit, (MAX_RESPONSE_BYTES - 4096) / each);
+                assert!(4096 + fit * each <= MAX_RESPONSE_BYTES);
+                assert!(4096 + (fit + 1) * each > MAX_RESPONSE_BYTES);
+            }
+            other => panic!("expected ChipsTooLarge, got {other:?}"),
+        }
+        let err = chip_room(2000, 2000, 0, (224, 224), &labels).unwrap_err();
+        assert_eq!(err.error_type(), "ResponseTooLarge");
+        assert!(
+            err.to_string()
+                .contains("at most 179 of these buildings fit"),
+            "{err}"
+        );
     }
 
     #[test]

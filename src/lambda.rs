@@ -1,11 +1,19 @@
-//! The executable's Lambda side: serve invocations through the Runtime API, one at a time, and
-//! tell Lambda why init failed when it does.
+//! The executable's Lambda side: serve invocations through the Runtime API, and tell Lambda why
+//! init failed when it does.
+//!
+//! Classic Lambda hands a sandbox one invocation at a time. Lambda Managed Instances set
+//! `AWS_LAMBDA_MAX_CONCURRENCY`, and lambda_runtime's `run_concurrent` then keeps that many
+//! `/next` long polls open, so that many invocations run at once in this process, sharing the
+//! one [`App`] (model sessions, tile cache, batcher). Unset or ≤ 1, `run_concurrent` is the
+//! sequential loop `run` is, so one binary serves both.
 //!
 //! Each invocation's payload is taken as a value (see [`Payload`]), handled by
 //! [`handler::handle`] under the invocation [`Observer`], and answered; lambda_runtime does the
-//! Runtime API's HTTP.
+//! Runtime API's HTTP and wraps each invocation in a span carrying its request id, which every
+//! log line written for it inherits.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde::{Deserialize, Deserializer};
@@ -38,24 +46,28 @@ impl Payload {
     }
 }
 
-/// Serves invocations until the runtime stops. The EMF line goes to stdout, where CloudWatch
-/// reads it from the log stream.
-pub async fn serve(app: &App) -> ExitCode {
-    let observer = &Observer::new(
+/// Serves invocations until the runtime stops, as many at once as `AWS_LAMBDA_MAX_CONCURRENCY`
+/// says (one when unset). The EMF line goes to stdout, where CloudWatch reads it from the log
+/// stream.
+pub async fn serve(app: Arc<App>) -> ExitCode {
+    let observer = Arc::new(Observer::new(
         app.config.metrics_namespace.clone(),
         app.config.function_name.clone(),
         MetricsSink::Stdout,
-    );
-    let handler = service_fn(|event: LambdaEvent<Payload>| async move {
-        let deadline = event.context.deadline();
-        let request_id = &event.context.request_id;
-        let work =
-            async { handler::handle(app, event.payload.into_event()?, Some(deadline)).await };
-        observer
-            .observe(app, request_id, Some(deadline), work)
-            .await
+    ));
+    let handler = service_fn(move |event: LambdaEvent<Payload>| {
+        let (app, observer) = (Arc::clone(&app), Arc::clone(&observer));
+        async move {
+            let deadline = event.context.deadline();
+            let request_id = &event.context.request_id;
+            let work =
+                async { handler::handle(&app, event.payload.into_event()?, Some(deadline)).await };
+            observer
+                .observe(&app, request_id, Some(deadline), work)
+                .await
+        }
     });
-    match lambda_runtime::run(handler).await {
+    match lambda_runtime::run_concurrent(handler).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("the Lambda runtime stopped: {error}");

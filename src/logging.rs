@@ -8,17 +8,40 @@
 //! invocation's own line already reports refused requests (at `WARN`: they are the caller's
 //! fault), so that duplicate is dropped. Its line for a panicking handler is kept.
 //!
+//! Work shared between invocations (a batch holding several requests' chips, an image fetched
+//! once for several) runs outside any one invocation's span: the batcher names the requests in
+//! a `batch` span of its own (`span.requestIds`), and reads them from [`request_id`], which the
+//! invocation's observer sets with [`for_request`]. A panic is logged as one JSON line in the
+//! span it happened in, not as the standard library's plain text.
+//!
 //! The filter: Lambda's own log-level control (`AWS_LAMBDA_LOG_LEVEL`, set when the function's
 //! application log level is configured) wins, as it does in AWS's own runtimes, because Lambda
 //! drops lines below it anyway; else `RUST_LOG` (which may name targets); else `info`. Lines are
 //! JSON whatever `AWS_LAMBDA_LOG_FORMAT` says: in `Text` mode Lambda passes them through as they
 //! are, in `JSON` mode it reads their `level`.
 
+use std::future::Future;
+use std::sync::Arc;
+
 use tracing::Metadata;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+
+tokio::task_local! {
+    static REQUEST_ID: Arc<str>;
+}
+
+/// Runs `work` as invocation `request_id`: [`request_id`] answers it inside.
+pub async fn for_request<F: Future>(request_id: &str, work: F) -> F::Output {
+    REQUEST_ID.scope(Arc::from(request_id), work).await
+}
+
+/// The id of the invocation the current task works for; `None` outside one (tools, tests).
+pub fn request_id() -> Option<Arc<str>> {
+    REQUEST_ID.try_with(Arc::clone).ok()
+}
 
 /// Where lambda_runtime logs a handler's error (`{error:?}`) or panic (with an `error` field).
 const RUNTIME_ERROR_TARGET: &str = "lambda_runtime::layers::panic";
@@ -71,11 +94,20 @@ fn lambda_level_directive(level: &str) -> Option<&'static str> {
 
 /// Installs the JSON subscriber for the process, from the real environment.
 pub fn init() {
+    init_with_default("info");
+}
+
+/// [`init`], with `default` as the level when the environment sets none (a local command
+/// that talks to a person logs less than a function).
+pub fn init_with_default(default: &str) {
     let var = |name: &str| std::env::var(name).ok();
-    let chosen = filter(
+    let mut chosen = filter(
         var("AWS_LAMBDA_LOG_LEVEL").as_deref(),
         var("RUST_LOG").as_deref(),
     );
+    if chosen.source == "default" {
+        chosen.directives = default.to_string();
+    }
     let json = tracing_subscriber::fmt::layer()
         .json()
         .flatten_event(true)
@@ -87,6 +119,20 @@ pub fn init() {
         .with(filter_fn(|meta| !is_runtime_error_dump(meta)))
         .with(json)
         .init();
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("a panic without a message");
+        let location = info.location().map(ToString::to_string);
+        tracing::error!(
+            panic = message,
+            location = location.as_deref(),
+            "a thread panicked"
+        );
+    }));
     tracing::debug!(filter = %chosen.directives, source = chosen.source, "logging ready");
 }
 
@@ -100,6 +146,17 @@ fn is_runtime_error_dump(meta: &Metadata<'_>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_request_id_is_known_inside_its_scope_only() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(request_id(), None);
+        let inside = runtime.block_on(for_request("req-1", async { request_id() }));
+        assert_eq!(inside.as_deref(), Some("req-1"));
+        assert_eq!(request_id(), None);
+    }
 
     #[test]
     fn lambda_level_wins_then_rust_log_then_info() {

@@ -3,6 +3,7 @@
 //! command (`cli`).
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use tilepredict::app::App;
 use tilepredict::cli::{self, Command};
@@ -27,16 +28,23 @@ fn main() -> ExitCode {
 }
 
 async fn run() -> ExitCode {
-    tilepredict::logging::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(command) = Command::parse(&args) else {
-        eprintln!("{}", cli::USAGE);
-        return ExitCode::from(2);
+    let command = match Command::parse(&args) {
+        Ok(command) => command,
+        Err(problem) => {
+            eprintln!("{problem}\n\n{}", cli::USAGE);
+            return ExitCode::from(2);
+        }
     };
+    tilepredict::logging::init_with_default(command.default_log_level());
     if let Command::Tool(tool) = &command
         && !tool.needs_app()
     {
         return tool.run_alone().await;
+    }
+    // A local batch run checks its files before the model loads, then loads it itself.
+    if let Command::Predict(args) = command {
+        return cli::predict::main(args, init()).await;
     }
     let app = match init().await {
         Ok(app) => app,
@@ -50,8 +58,9 @@ async fn run() -> ExitCode {
         }
     };
     match command {
-        Command::Serve => lambda::serve(&app).await,
+        Command::Serve => lambda::serve(Arc::new(app)).await,
         Command::Invoke(path) => cli::invoke(&app, &path).await,
+        Command::Predict(_) => unreachable!("predict runs above"),
         Command::Tool(tool) => tool.run_with(&app).await,
     }
 }

@@ -134,6 +134,7 @@ pub struct Timing {
     pub batches: usize,
     pub batch_size: usize,
     pub images_fetched: usize,
+    /// Images found in the warm cache, or already being fetched for another request in flight.
     pub cache_hits: usize,
     /// Only with a GeoTIFF source: ranged reads this request made (file headers not yet read
     /// in this sandbox, and merged runs of internal tiles), and the bytes they brought.
@@ -141,6 +142,10 @@ pub struct Timing {
     pub range_requests: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub bytes_fetched: Option<u64>,
+    /// Other requests whose chips shared this request's batches (0 on classic Lambda, which
+    /// runs one request at a time). `default` so answers from before it still read.
+    #[serde(default)]
+    pub batched_with: usize,
     /// Only with a registry: its fetch + parse + index time on a cold start (it overlaps
     /// `model_load_ms`), 0 afterwards.
     #[serde(skip_serializing_if = "Option::is_none")]

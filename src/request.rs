@@ -25,6 +25,19 @@ pub struct BuildingInput {
     pub position: Result<LatLon, BuildingError>,
 }
 
+impl BuildingInput {
+    /// A building that cannot be located: its id and why, nothing to echo.
+    pub fn failed(id: Value, error: BuildingError) -> Self {
+        Self {
+            id,
+            lat: None,
+            lon: None,
+            properties: Map::new(),
+            position: Err(error),
+        }
+    }
+}
+
 /// Parses a list of `{"id", "lat", "lon", …}` objects (direct invoke, Step Functions items).
 pub fn parse_building_list(
     list: &[Value],
@@ -57,19 +70,16 @@ pub fn check_count(count: usize, max_buildings: usize) -> Result<(), RequestErro
 /// One entry of a building list; never fails as a whole.
 pub fn parse_building(index: usize, value: &Value) -> BuildingInput {
     let Some(object) = value.as_object() else {
-        return BuildingInput {
-            id: Value::from(index),
-            lat: None,
-            lon: None,
-            properties: Map::new(),
-            position: Err(BuildingError::new(
+        return BuildingInput::failed(
+            Value::from(index),
+            BuildingError::new(
                 ErrorCode::InvalidBuilding,
                 format!(
                     "building {index} is {}, not an object like {{\"id\": \"b1\", \"lat\": 52.2, \"lon\": 21.0}}",
                     kind(value)
                 ),
-            )),
-        };
+            ),
+        );
     };
     let (id, id_error) = parse_id(index, object.get("id"));
     let lat = object.get("lat").cloned();

@@ -28,6 +28,7 @@ impl Ort {
     pub fn model(&self, threads: usize) -> Model {
         let options = ModelOptions {
             threads,
+            sessions: 1,
             settings: &ModelSettings::default(),
         };
         Model::new(self.env, &self.bytes, &options).unwrap_or_else(|e| panic!("{e}"))

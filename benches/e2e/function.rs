@@ -141,6 +141,12 @@ impl<'a> Function<'a> {
         invoke(self.services, &self.process, case).0
     }
 
+    /// The process under the emulator, for callers that drive it themselves (several
+    /// invocations at once).
+    pub fn process(&self) -> &LambdaProcess {
+        &self.process
+    }
+
     /// The function process's id (for `perf record -p`).
     pub fn pid(&self) -> u32 {
         self.process.pid()
@@ -154,7 +160,7 @@ impl<'a> Function<'a> {
 
 /// CPU time the function process has used so far (user + system, all threads), from
 /// `/proc/PID/stat` at the kernel's 100 Hz tick; `None` once it has exited.
-fn cpu_time(process: &LambdaProcess) -> Option<Duration> {
+pub fn cpu_time(process: &LambdaProcess) -> Option<Duration> {
     let stat = process.proc_file("stat")?;
     // Fields after the command name (which may hold spaces) start at state (field 3); utime
     // and stime are fields 14 and 15.

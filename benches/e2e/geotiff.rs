@@ -79,12 +79,11 @@ pub fn run(
 ) {
     println!("## GeoTIFF: the same events from a COG on S3\n");
     println!(
-        "One COG of the town (zoom 19's grid, JPEG q85, 256-px tiles), on the loopback S3 \
-         server paced to 90 MB/s per GET like the model; TILE_URL=s3://{BUCKET}/{COG_KEY}, cache \
-         off, 1 cold + {WARM_RUNS} warm runs in a fresh process per case. Tile-server figures \
-         from the main table (warm, cache off); its bytes = tiles fetched × their mean size \
-         ({:.1} KB). `covered` = the compressed bytes of the COG's internal tiles under the \
-         chips.\n",
+        "One COG of the town (zoom 19's grid, JPEG q85, 256-px tiles), on the loopback S3 server paced to 90 MB/s per GET like the \
+         model; TILE_URL=s3://{BUCKET}/{COG_KEY}, cache off, 1 cold + {WARM_RUNS} warm runs in a fresh \
+         process per case. Tile-server figures from the main table (warm, cache off); its bytes = \
+         tiles fetched × their mean size ({:.1} KB). `covered` = the compressed bytes of the COG's \
+         internal tiles under the chips.\n",
         tile_bytes / 1024.0
     );
     let mut table = Table::new(&[

@@ -7,9 +7,11 @@
 //! ratio to it, the two-phase baseline, the tuning sweep, and the targets.
 //!
 //! `cargo bench --bench e2e` (what `make bench` runs, after making the model) passes `--bench`;
-//! `-- --quick` skips the sweep. With `BENCH_MODEL_INT8` (the quantized bench model, which
-//! `make bench` makes from `-- --calibration OUT.npy`'s chips) it also compares int8 with
-//! float32. Without `--bench` (as `cargo test --all-targets` runs bench
+//! `-- --quick` skips the sweep; `-- --managed` runs only the many-small-requests section
+//! (Lambda Managed Instances), which takes prices with `--lambda-price`, `--request-price`,
+//! `--instance-price` and `--management-fee`. With `BENCH_MODEL_INT8` (the quantized bench
+//! model, which `make bench` makes from `-- --calibration OUT.npy`'s chips) it also compares
+//! int8 with float32. Without `--bench` (as `cargo test --all-targets` runs bench
 //! targets) it only checks that the benchmark's world is what it claims to be.
 
 // The integration tests' support code: the bench uses its servers and emulator, not the rest.
@@ -21,6 +23,7 @@ mod floor;
 mod function;
 mod geotiff;
 mod int8;
+mod managed;
 mod report;
 mod two_phase;
 mod world;
@@ -47,6 +50,10 @@ fn main() {
     }
     let quick = args.iter().any(|a| a == "--quick");
     let geotiff_only = args.iter().any(|a| a == "--geotiff");
+    let prices = managed::Prices::from_args(&args).unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(2);
+    });
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let model = std::env::var_os("BENCH_MODEL")
         .map_or_else(|| root.join(".bench/resnet18_128.onnx"), PathBuf::from);
@@ -81,8 +88,10 @@ fn main() {
         bench.profile(runs, &settings);
     } else if geotiff_only {
         bench.geotiff_only();
+    } else if args.iter().any(|a| a == "--managed") {
+        bench.managed_only(prices);
     } else {
-        bench.run(quick);
+        bench.run(quick, prices);
     }
 }
 
@@ -91,6 +100,7 @@ struct Defaults {
     batch_size: usize,
     concurrency: usize,
     threads: usize,
+    sessions: usize,
 }
 
 fn defaults() -> Defaults {
@@ -105,6 +115,7 @@ fn defaults() -> Defaults {
         batch_size: c.batch_size,
         concurrency: c.max_concurrent_downloads,
         threads: c.inference_threads,
+        sessions: c.inference.sessions,
     }
 }
 
@@ -140,10 +151,10 @@ impl Measured {
 struct Bench {
     model: PathBuf,
     ort_library: PathBuf,
-    /// The GeoTIFF case's COG (`BENCH_COG`), if made.
-    cog: Option<PathBuf>,
     /// The quantized bench model (`BENCH_MODEL_INT8`), when made.
     int8_model: Option<PathBuf>,
+    /// The GeoTIFF case's COG (`BENCH_COG`), if made.
+    cog: Option<PathBuf>,
     defaults: Defaults,
     cases: [Case; 2],
 }
@@ -166,8 +177,8 @@ impl Bench {
         }
     }
 
-    fn run(&self, quick: bool) {
-        let started = Instant::now();
+    /// The machine, the model and the defaults: the head of every report.
+    fn header(&self) {
         let d = &self.defaults;
         println!("# tilepredict benchmark\n");
         println!("- machine: {}", machine());
@@ -178,9 +189,34 @@ impl Bench {
             std::fs::metadata(&self.model).map_or(0, |m| m.len()) as f64 / 1e6
         );
         println!(
-            "- function defaults: BATCH_SIZE={} MAX_CONCURRENT_DOWNLOADS={} INFERENCE_THREADS={}",
-            d.batch_size, d.concurrency, d.threads
+            "- function defaults: BATCH_SIZE={} MAX_CONCURRENT_DOWNLOADS={} INFERENCE_THREADS={} INFERENCE_SESSIONS={}",
+            d.batch_size, d.concurrency, d.threads, d.sessions
         );
+    }
+
+    /// `-- --managed`: only the Managed Instances section.
+    fn managed_only(&self, prices: managed::Prices) {
+        let started = Instant::now();
+        self.header();
+        println!();
+        let services = Services::start(
+            &self.model,
+            self.ort_library.clone(),
+            Arc::new(world::tile_variants()),
+        );
+        let ort = floor::Ort::load(&self.ort_library, &self.model);
+        managed::run(&services, &ort, self.defaults.threads, prices);
+        println!(
+            "load average at end: {}; the benchmark took {:.0} s",
+            load_average(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+
+    fn run(&self, quick: bool, prices: managed::Prices) {
+        let started = Instant::now();
+        let d = &self.defaults;
+        self.header();
 
         let variants = Arc::new(world::tile_variants());
         let mean_tile_bytes =
@@ -217,8 +253,9 @@ impl Bench {
         println!();
 
         self.ort_alone(&ort, session_ms);
-        drop(ort);
         let main = self.main_cases(&services);
+        let api = managed::run(&services, &ort, d.threads, prices);
+        drop(ort);
         let quickest_tile = ms(services
             .latency
             .mean
@@ -255,7 +292,7 @@ impl Bench {
         if !quick {
             self.sweep(&services, &main);
         }
-        self.targets(&main, &floors, &baseline, int8.as_ref());
+        self.targets(&main, &floors, &baseline, &api, int8.as_ref());
         println!(
             "load average at end: {}; the benchmark took {:.0} s",
             load_average(),
@@ -747,7 +784,14 @@ impl Bench {
         }
     }
 
-    fn targets(&self, main: &Main, floors: &[Floor], speedups: &[f64], int8: Option<&Int8>) {
+    fn targets(
+        &self,
+        main: &Main,
+        floors: &[Floor],
+        speedups: &[f64],
+        api: &managed::Summary,
+        int8: Option<&Int8>,
+    ) {
         println!("## Targets\n");
         let mut table = Table::new(&["target", "measured", "goal", "met"]);
         let mut check = |name: &str, measured: String, goal: &str, met: bool| {
@@ -794,6 +838,18 @@ impl Bench {
             format!("{:.0} MB; {:.0} MB", off.peak_rss_mb, on.peak_rss_mb),
             "≤ 600 MB",
             off.peak_rss_mb.max(on.peak_rss_mb) <= 600.0,
+        );
+        check(
+            "many small requests, 16 in flight vs one at a time",
+            format!("{:.2}×", api.speedup),
+            "≥ 3×",
+            api.speedup >= 3.0,
+        );
+        check(
+            "many small requests, 16 in flight vs ONNX Runtime alone at batch 32",
+            format!("{:.0} %", api.share_of_ort * 100.0),
+            "≥ 85 %",
+            api.share_of_ort >= 0.85,
         );
         if let Some(q) = int8 {
             check(
@@ -901,6 +957,7 @@ fn self_check() {
         "tiles should weigh what aerial tiles do: {} KB",
         sizes.show(1)
     );
+    managed::self_check();
     println!(
         "bench world ok: tiles {} KB (run the benchmark with `make bench`)",
         sizes.show(1)

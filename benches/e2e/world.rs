@@ -78,6 +78,34 @@ pub fn town() -> Case {
     Case::new("1,000 buildings / 3 km", points)
 }
 
+/// The API case: `requests` requests of `per_request` buildings each, every building at least
+/// 150 m from every other over a 20 km square (seeded), so no two chips share a tile and no
+/// request finds another's tiles in the cache: every request downloads everything it needs.
+pub fn api_requests(requests: usize, per_request: usize, seed: u64) -> Vec<Case> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut placed: Vec<(f64, f64)> = Vec::new();
+    while placed.len() < requests * per_request {
+        let (e, n) = (20_000.0 * (rng.f64() - 0.5), 20_000.0 * (rng.f64() - 0.5));
+        if placed
+            .iter()
+            .all(|(pe, pn)| (pe - e).hypot(pn - n) >= API_SPACING_M)
+        {
+            placed.push((e, n));
+        }
+    }
+    placed
+        .chunks(per_request)
+        .map(|chunk| {
+            let points = chunk.iter().map(|(e, n)| offset(CENTRE, *e, *n)).collect();
+            Case::new("API request", points)
+        })
+        .collect()
+}
+
+/// Least distance between two buildings of the API case: three z19 tiles (≈ 46 m each here),
+/// so no two chips share one.
+pub const API_SPACING_M: f64 = 150.0;
+
 /// 256 buildings over the same 3 km square from another seed: the int8 bench model's
 /// calibration set, apart from the measured cases so the agreement is measured on chips the
 /// quantizer never saw.

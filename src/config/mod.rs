@@ -7,8 +7,14 @@
 //! layers never read the environment or import this module. It does not open files or reach
 //! the network.
 
+mod inference;
 mod registry;
 mod values;
+
+pub use inference::{
+    Inference, THREADS_PER_SESSION, default_inference_sessions, default_inference_threads,
+    lambda_vcpus,
+};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -42,8 +48,12 @@ pub struct Config {
     pub max_buildings: usize,
     /// `MAX_BODY_BYTES`: largest API Gateway request body, as received.
     pub max_body_bytes: usize,
-    /// Total ONNX Runtime threads.
+    /// Total ONNX Runtime threads (`INFERENCE_THREADS`, over all sessions).
     pub inference_threads: usize,
+    /// `INFERENCE_SESSIONS` and `AWS_LAMBDA_MAX_CONCURRENCY`, with the threads above.
+    pub inference: Inference,
+    /// `FAULT_PANIC_ON_RGB`: the panic drill's colour; `None` (unset) in production.
+    pub fault_panic_rgb: Option<[u8; 3]>,
     pub ort_dylib_path: Option<PathBuf>,
     pub download_timeout: Duration,
     pub download_retries: u32,
@@ -65,20 +75,6 @@ pub struct Config {
 /// Lambda's limit on a synchronous invocation's payload (6 MiB): no body can be larger, so
 /// `MAX_BODY_BYTES` can only lower it.
 pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
-
-/// One vCPU per 1,769 MB of function memory, at most 6 (Lambda's documented allocation).
-pub fn lambda_vcpus(memory_mb: u64) -> usize {
-    memory_mb.div_ceil(1769).clamp(1, 6) as usize
-}
-
-/// Default ONNX Runtime thread count: the cores this process may use, capped by what
-/// Lambda grants for the configured memory (ONNX Runtime's own detection sees the host).
-pub fn default_inference_threads(available: usize, lambda_memory_mb: Option<u64>) -> usize {
-    match lambda_memory_mb {
-        Some(mb) => available.min(lambda_vcpus(mb)).max(1),
-        None => available.max(1),
-    }
-}
 
 impl Config {
     /// Reads the real process environment.
@@ -141,14 +137,8 @@ impl Config {
             MAX_PAYLOAD_BYTES,
             1024..=MAX_PAYLOAD_BYTES,
         )?;
-        let memory_mb = get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").and_then(|v| v.parse().ok());
         let available = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let inference_threads = number(
-            "INFERENCE_THREADS",
-            get("INFERENCE_THREADS"),
-            default_inference_threads(available, memory_mb),
-            1..=64,
-        )?;
+        let inference = Inference::from_lookup(&get, available)?;
         let download_timeout = Duration::from_millis(number(
             "DOWNLOAD_TIMEOUT_MS",
             get("DOWNLOAD_TIMEOUT_MS"),
@@ -190,7 +180,9 @@ impl Config {
             max_concurrent_downloads,
             max_buildings,
             max_body_bytes,
-            inference_threads,
+            inference_threads: inference.threads,
+            inference,
+            fault_panic_rgb: inference::fault_panic_rgb(get("FAULT_PANIC_ON_RGB"))?,
             ort_dylib_path: get("ORT_DYLIB_PATH").map(PathBuf::from),
             download_timeout,
             download_retries,
@@ -392,5 +384,52 @@ mod tests {
         assert_eq!(default_inference_threads(8, Some(3008)), 2);
         assert_eq!(default_inference_threads(2, Some(10_240)), 2);
         assert_eq!(default_inference_threads(4, None), 4);
+    }
+
+    #[test]
+    fn tile_url_names_a_template_a_geotiff_or_a_mosaic_and_each_mistake_is_named() {
+        use crate::imagery::geotiff::Location;
+        let c = config(&[BASE[0], ("TILE_URL", "s3://ortho/pl/sheet.tif")]).unwrap();
+        assert_eq!(
+            c.source,
+            SourceSpec::GeoTiff(Location::S3 {
+                bucket: "ortho".into(),
+                key: "pl/sheet.tif".into()
+            })
+        );
+        let c = config(&[BASE[0], ("TILE_URL", "https://h/stac/items.json")]).unwrap();
+        assert!(matches!(c.source, SourceSpec::Mosaic(_)));
+        for (raw, needle) in [
+            ("s3://b/{z}/{x}/{y}.png", "not a template"),
+            ("https://h/tile.png", "does not name a GeoTIFF"),
+            ("s3://b/.tif", "needs a bucket and a key"),
+            ("file://rel/x.tif", "absolute path"),
+            ("gs://b/x.tif", "must start with"),
+        ] {
+            let err = config(&[BASE[0], ("TILE_URL", raw)]).unwrap_err();
+            assert_eq!(err.name, "TILE_URL");
+            assert!(err.reason.contains(needle), "{raw}: {err}");
+        }
+    }
+
+    #[test]
+    fn chip_gsd_m_and_bands_are_checked() {
+        let tif = ("TILE_URL", "file:///data/naip.tif");
+        let c = config(&[BASE[0], tif, ("CHIP_GSD_M", "0.6"), ("BANDS", "4, 3,2")]).unwrap();
+        assert_eq!((c.chip_gsd_m, c.bands), (Some(0.6), Some([4, 3, 2])));
+        assert_eq!(config(&BASE).unwrap().chip_gsd_m, None);
+        for (name, value, needle) in [
+            ("CHIP_GSD_M", "0", "0.01..=1000"),
+            ("CHIP_GSD_M", "fine", "0.01..=1000"),
+            ("BANDS", "1,2", "three band numbers"),
+            ("BANDS", "0,1,2", "each 1..=16"),
+            ("BANDS", "1,2,99", "each 1..=16"),
+        ] {
+            let err = config(&[BASE[0], tif, (name, value)]).unwrap_err();
+            assert_eq!(err.name, name);
+            assert!(err.reason.contains(needle), "{err}");
+        }
+        let err = config(&[BASE[0], BASE[1], ("BANDS", "1,2,3")]).unwrap_err();
+        assert!(err.reason.contains("GeoTIFF sources only"), "{err}");
     }
 }

@@ -81,8 +81,9 @@ impl Collection {
     }
 }
 
-/// One feature as a building: its id and the point its chip is centred on.
-fn building(index: usize, feature: &Value) -> BuildingInput {
+/// One feature as a building: its id and the point its chip is centred on. Also how a local
+/// run reads a feature (`files`), so both name a feature's id alike.
+pub fn building(index: usize, feature: &Value) -> BuildingInput {
     let Some(object) = feature.as_object() else {
         let error = BuildingError::new(
             ErrorCode::InvalidBuilding,
@@ -206,7 +207,7 @@ fn invalid_geometry(message: String) -> BuildingError {
 }
 
 /// Puts a feature's prediction or error into its `properties`.
-fn annotate(feature: Value, model: &ModelInfo, outcome: &Outcome) -> Value {
+pub fn annotate(feature: Value, model: &ModelInfo, outcome: &Outcome) -> Value {
     let (key, value) = match outcome {
         Ok(scored) => (
             "prediction",

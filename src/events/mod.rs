@@ -14,6 +14,7 @@
 //! accepted shapes. This module knows nothing of models or imagery.
 
 pub mod apigw;
+pub mod chips;
 pub mod geojson;
 pub mod stepfunctions;
 
@@ -240,6 +241,14 @@ pub fn parse(
 
 /// Parses the body of an API Gateway request: a direct or a GeoJSON request, as JSON.
 pub fn parse_body(body: &[u8], max_buildings: usize) -> Result<Request, RequestError> {
+    parse_body_with_options(body, max_buildings).map(|(request, _)| request)
+}
+
+/// [`parse_body`], with the request's [`chips::Options`].
+pub fn parse_body_with_options(
+    body: &[u8],
+    max_buildings: usize,
+) -> Result<(Request, chips::Options), RequestError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         RequestError::Invalid(format!(
             "the request body is not JSON ({e}); send {{\"buildings\": [...]}} or a GeoJSON FeatureCollection"
@@ -247,7 +256,8 @@ pub fn parse_body(body: &[u8], max_buildings: usize) -> Result<Request, RequestE
     })?;
     match shape_of(&value) {
         Ok(Shape::Request(request_kind @ (RequestKind::Direct | RequestKind::GeoJson))) => {
-            parse(request_kind, value, max_buildings)
+            let options = chips::options(&value)?;
+            Ok((parse(request_kind, value, max_buildings)?, options))
         }
         Ok(other) => Err(RequestError::Invalid(format!(
             "the request body is {}; send {BODY_SHAPES}",

@@ -5,19 +5,23 @@
 //! stitches them. For GeoTIFFs, `geotiff` reads headers and internal tiles by byte ranges and
 //! warps them into the chip. `plan` is the shape both take for the pipeline's assembly, which
 //! decides when each step runs (sharing images between chips); `cache` keeps images warm
-//! across invocations. This module only knows how.
+//! across invocations, and `flight` makes concurrent requests for one fetch unit share a
+//! single fetch and decode. This module only knows how.
 
 pub mod cache;
 pub mod chip;
 pub mod decode;
 pub mod fetch;
+pub mod flight;
 pub mod geotiff;
 pub mod plan;
 pub mod source;
 pub mod template;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use image::{GrayImage, RgbImage};
@@ -28,6 +32,7 @@ use crate::error::{BuildingError, ErrorCode};
 use crate::geo::{ChipWindow, LatLon, metres_per_pixel};
 use cache::ImageCache;
 use fetch::Fetcher;
+use flight::{Flights, Joined};
 use geotiff::GeoTiffSource;
 use geotiff::read::{Counters, RangeReader};
 use plan::{ChipPlan, Compose, RequestPlan, Unit, UnitFetch};
@@ -60,6 +65,14 @@ impl Image {
     }
 }
 
+/// A fetch unit's images, fetched and decoded once for every request waiting for them (in the
+/// unit's order), and the decoding time.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub images: Vec<Result<Arc<Image>, BuildingError>>,
+    pub decode: Duration,
+}
+
 /// Where chips come from.
 pub enum Source {
     Template(TileTemplate),
@@ -71,6 +84,8 @@ pub struct Imagery {
     source: Source,
     fetcher: Arc<Fetcher>,
     cache: Option<Mutex<ImageCache>>,
+    /// Fetch units being fetched and decoded, by [`Unit::key`]: one flight for all requests.
+    flights: Flights<Loaded>,
     zoom: u8,
     chip_size: u32,
     /// `CHIP_GSD_M`: metres per chip pixel on the ground, instead of `zoom`'s resolution.
@@ -106,6 +121,7 @@ impl Imagery {
             source,
             fetcher,
             cache: (cache_bytes > 0).then(|| Mutex::new(ImageCache::new(cache_bytes))),
+            flights: Flights::new(),
             zoom,
             chip_size,
             gsd_m: None,
@@ -195,6 +211,28 @@ impl Imagery {
 
     pub fn cached(&self, key: &str) -> Option<Arc<Image>> {
         self.cache.as_ref()?.lock().ok()?.get(key)
+    }
+
+    /// The unit's images from the warm cache, else a seat on the one fetch of the unit in
+    /// flight, started with `load()` when no other request has started it. `load` must keep
+    /// what it decodes ([`Imagery::decode`] does), so no request misses both the cache and the
+    /// flight.
+    pub fn cached_or_join<F>(
+        &self,
+        unit: &Unit,
+        keys: &[String],
+        load: impl FnOnce() -> F,
+    ) -> Joined<Vec<Arc<Image>>, Loaded>
+    where
+        F: Future<Output = Loaded> + Send + 'static,
+    {
+        let lookup = || {
+            unit.images
+                .iter()
+                .map(|&i| self.cached(&keys[i]))
+                .collect::<Option<Vec<_>>>()
+        };
+        self.flights.join_unless(&unit.key(keys), lookup, load)
     }
 
     pub fn remember(&self, key: &str, image: &Arc<Image>) {

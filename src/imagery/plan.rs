@@ -22,13 +22,40 @@ pub struct RequestPlan {
 }
 
 /// What one fetch brings: the images it yields (by index) and how to get them.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Unit {
     pub images: Vec<usize>,
     pub fetch: UnitFetch,
 }
 
-#[derive(Debug)]
+impl Unit {
+    /// What concurrent requests share one fetch by: the unit's image keys (`keys` is the
+    /// plan's [`RequestPlan::images`]). A URL for templates; for a GeoTIFF, its run of tiles —
+    /// requests whose runs differ (other neighbours merged in) fetch their own.
+    pub fn key(&self, keys: &[String]) -> String {
+        let mut key = String::new();
+        for (n, &i) in self.images.iter().enumerate() {
+            if n > 0 {
+                key.push('\n');
+            }
+            key.push_str(&keys[i]);
+        }
+        key
+    }
+
+    /// This unit on its own: its images renumbered `0..n`, with their keys, for work that
+    /// outlives the request that planned it (a shared fetch).
+    pub fn detached(&self, keys: &[String]) -> (Unit, Vec<String>) {
+        let own_keys = self.images.iter().map(|&i| keys[i].clone()).collect();
+        let unit = Unit {
+            images: (0..self.images.len()).collect(),
+            fetch: self.fetch.clone(),
+        };
+        (unit, own_keys)
+    }
+}
+
+#[derive(Debug, Clone)]
 pub enum UnitFetch {
     /// One URL: an XYZ tile, a static-map or WMS image, of the expected size.
     Url { url: String, expected: (u32, u32) },

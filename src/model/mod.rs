@@ -20,6 +20,7 @@ pub mod graph;
 pub mod input;
 pub mod npy;
 pub mod output;
+mod pool;
 pub mod runtime;
 pub mod session;
 pub mod settings;
@@ -42,7 +43,10 @@ use settings::{Key, ModelSettings, Source, pick};
 
 /// Model settings from `Config`.
 pub struct ModelOptions<'a> {
+    /// ONNX Runtime intra-op threads of each session.
     pub threads: usize,
+    /// How many sessions to build (at least one); batches run on whichever is free.
+    pub sessions: usize,
     /// The environment's model settings (`CHIP_SIZE` included).
     pub settings: &'a ModelSettings,
 }
@@ -62,7 +66,7 @@ pub struct About {
     pub graph_error: Option<String>,
 }
 
-/// A ready model: one session and everything learnt about it at init.
+/// A ready model: its sessions and everything learnt about it at init.
 pub struct Model {
     runner: Runner,
     pub input: InputSpec,
@@ -145,7 +149,12 @@ impl Model {
                 ));
             }
         };
-        let runner = Runner::new(session, &chosen.name)?;
+        // The first session is the one every check above read; the others are the same graph.
+        let mut sessions = vec![session];
+        for _ in 1..options.sessions.max(1) {
+            sessions.push(session::build(env, bytes, options.threads)?);
+        }
+        let runner = Runner::new(sessions, &chosen.name)?;
 
         let grey = RgbImage::from_pixel(input.width as u32, input.height as u32, Rgb([GREY; 3]));
         let batch = input.batch(&[&grey]);
@@ -200,6 +209,11 @@ impl Model {
             notes,
             probe,
         })
+    }
+
+    /// How many sessions run batches side by side.
+    pub fn sessions(&self) -> usize {
+        self.runner.sessions()
     }
 
     /// Runs `chips` (each the input's size; at most a fixed batch's worth) and returns their

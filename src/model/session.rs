@@ -2,12 +2,13 @@
 //! Everything that touches `ort::Session` lives here, so the way sessions are pooled can change
 //! without touching what goes in (`input`) or what comes out (`output`).
 //!
-//! One session with `intra_threads` = the function's vCPUs, runs one at a time behind a mutex
-//! (`Session::run` takes `&mut self`): as fast as a pool of one-thread sessions on Lambda's
-//! vCPU counts, with less memory (docs/PERFORMANCE.md, "INFERENCE_THREADS = the vCPUs, in one
-//! session").
+//! `INFERENCE_SESSIONS` sessions share `INFERENCE_THREADS` (each gets threads / sessions as its
+//! `intra_threads`), lent out one batch at a time by a [`Pool`] (`Session::run` takes
+//! `&mut self`). On Lambda's vCPU counts one session with every thread is as fast as a pool of
+//! one-thread sessions, with less memory (docs/PERFORMANCE.md, "INFERENCE_THREADS = the vCPUs,
+//! in one session"); on larger Managed Instances, where one session's threads stop scaling,
+//! several sessions run batches side by side (docs/PERFORMANCE.md, "Sessions").
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ort::environment::Environment;
@@ -16,6 +17,7 @@ use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session, Sess
 use ort::value::{TensorElementType, TensorRef};
 
 use super::input::InputBatch;
+use super::pool::Pool;
 
 /// Builds a session from the model's bytes in memory, with `threads` intra-op threads.
 pub fn build(env: &Environment, bytes: &[u8], threads: usize) -> Result<Session, String> {
@@ -43,29 +45,42 @@ pub struct RawOutput {
     pub values: Vec<f32>,
 }
 
-/// The session that runs batches, and the one output it reads.
+/// The sessions that run batches, and the one output they read.
 pub struct Runner {
-    /// The session and its run options (which select the one output, so ONNX Runtime neither
-    /// copies out nor keeps the others, e.g. a feature map). Both live behind the lock:
+    /// Each session with its own run options (which select the one output, so ONNX Runtime
+    /// neither copies out nor keeps the others, e.g. a feature map). They are lent together:
     /// run options that select outputs may not be shared between threads.
-    session: Mutex<(Session, RunOptions<HasSelectedOutputs>)>,
+    sessions: Pool<(Session, RunOptions<HasSelectedOutputs>)>,
 }
 
 impl Runner {
-    /// `output` is the name of the output every run reads.
-    pub fn new(session: Session, output: &str) -> Result<Self, String> {
-        let options = RunOptions::new()
-            .map_err(|e| format!("cannot create ONNX Runtime run options: {e}"))?
-            .with_outputs(OutputSelector::no_default().with(output));
+    /// `sessions` (at least one) are the same graph; `output` is the name of the output every
+    /// run reads.
+    pub fn new(sessions: Vec<Session>, output: &str) -> Result<Self, String> {
+        let mut lent = Vec::with_capacity(sessions.len());
+        for session in sessions {
+            let options = RunOptions::new()
+                .map_err(|e| format!("cannot create ONNX Runtime run options: {e}"))?
+                .with_outputs(OutputSelector::no_default().with(output));
+            lent.push((session, options));
+        }
+        if lent.is_empty() {
+            return Err("no ONNX Runtime session to run batches on".to_string());
+        }
         Ok(Self {
-            session: Mutex::new((session, options)),
+            sessions: Pool::new(lent),
         })
     }
 
-    /// Runs one batch and returns the selected output, and the time ONNX Runtime spent on it.
-    /// The clock starts once the session lock is held: with one batch running and the next
-    /// waiting for the session, the wait is queueing, not inference, and `inference_ms` must
-    /// not count it twice.
+    /// How many sessions run batches side by side.
+    pub fn sessions(&self) -> usize {
+        self.sessions.size()
+    }
+
+    /// Runs one batch on whichever session is free and returns the selected output, and the
+    /// time ONNX Runtime spent on it. The clock starts once a session is free: with every
+    /// session busy and the next batch waiting for one, the wait is queueing, not inference,
+    /// and `inference_ms` must not count it twice.
     pub fn run(&self, batch: &InputBatch) -> Result<(RawOutput, Duration), String> {
         let input: SessionInputValue<'_> = match batch {
             InputBatch::Float32(a) => TensorRef::from_array_view(a.view()).map(Into::into),
@@ -73,27 +88,24 @@ impl Runner {
             InputBatch::Uint8(a) => TensorRef::from_array_view(a.view()).map(Into::into),
         }
         .map_err(|e| e.to_string())?;
-        let mut guard = self
-            .session
-            .lock()
-            .map_err(|_| "the session lock is poisoned".to_string())?;
-        let (session, options) = &mut *guard;
-        let started = Instant::now();
-        let outputs = session
-            .run_with_options(ort::inputs![input], options)
-            .map_err(|e| e.to_string())?;
-        let ran = started.elapsed();
-        let value = outputs
-            .values()
-            .next()
-            .ok_or("the model produced no output")?;
-        let raw = copy_out(&value)?;
-        Ok((raw, ran))
+        self.sessions.with(|(session, options)| {
+            let started = Instant::now();
+            let outputs = session
+                .run_with_options(ort::inputs![input], options)
+                .map_err(|e| e.to_string())?;
+            let ran = started.elapsed();
+            let value = outputs
+                .values()
+                .next()
+                .ok_or("the model produced no output")?;
+            let raw = copy_out(&value)?;
+            Ok((raw, ran))
+        })
     }
 }
 
 /// The output's numbers as `f32` (float16 and float64 outputs converted), copied out of the
-/// session's memory before the lock is released.
+/// session's memory before the session goes back to the pool.
 fn copy_out(value: &ort::value::DynValueRef<'_>) -> Result<RawOutput, String> {
     let ty = match value.dtype() {
         ort::value::ValueType::Tensor { ty, .. } => *ty,

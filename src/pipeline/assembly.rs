@@ -4,7 +4,8 @@
 //! of files not yet opened). Every unique image the request needs is then fetched once
 //! (neighbouring buildings share tiles): from the warm cache, else from the source under the
 //! download semaphore, in fetch units (one URL, or byte ranges of a GeoTIFF holding several
-//! internal tiles). It is decoded on a blocking thread (at most one decode per vCPU), and the
+//! internal tiles), and once for every request in flight that needs the same unit (a request
+//! finding another's fetch under way waits for it: `imagery::flight`). It is decoded on a blocking thread (at most one decode per vCPU), and the
 //! moment a chip has all its images it is composed (stitched, or warped from a GeoTIFF),
 //! fitted to the model's input size and sent. Chips therefore arrive in the order their images
 //! complete, roughly request order. An image is dropped as soon as no unfinished chip needs it.
@@ -16,17 +17,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use bytes::Bytes;
 use image::RgbImage;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::error::{BuildingError, ErrorCode};
 use crate::geo::LatLon;
+use crate::imagery::flight::Joined;
 use crate::imagery::geotiff::read::Counters;
-use crate::imagery::plan::{ChipPlan, RequestPlan};
-use crate::imagery::{Image, Imagery, chip};
+use crate::imagery::plan::{ChipPlan, RequestPlan, Unit};
+use crate::imagery::{Image, Imagery, Loaded, chip};
+
+/// How long a shared fetch may run at most: Lambda's longest timeout (see `fetch_and_decode`).
+const SHARED_FETCH_BUDGET: Duration = Duration::from_secs(900);
 
 /// A finished chip (at the model's input size) or why it could not be made, by chip index.
 pub type ChipMessage = (usize, Result<RgbImage, BuildingError>);
@@ -128,27 +133,30 @@ impl ChipMaker {
         );
         let points = points.to_vec();
         let task_shared = Arc::clone(&shared);
-        work.spawn(async move {
-            let plan = imagery
-                .plan(&points, cutoff, &download_slots, &task_shared.ranges)
-                .await;
-            let run = Arc::new(Run::new(
-                imagery,
-                download_slots,
-                decode_slots,
-                plan,
-                tx,
-                input_size,
-                cutoff,
-                task_shared,
-            ));
-            run.send_ready();
-            let mut loads = JoinSet::new();
-            for unit in 0..run.plan.units.len() {
-                loads.spawn(load_unit(Arc::clone(&run), unit));
+        work.spawn(
+            async move {
+                let plan = imagery
+                    .plan(&points, cutoff, &download_slots, &task_shared.ranges)
+                    .await;
+                let run = Arc::new(Run::new(
+                    imagery,
+                    download_slots,
+                    decode_slots,
+                    plan,
+                    tx,
+                    input_size,
+                    cutoff,
+                    task_shared,
+                ));
+                run.send_ready();
+                let mut loads = JoinSet::new();
+                for unit in 0..run.plan.units.len() {
+                    loads.spawn(load_unit(Arc::clone(&run), unit).in_current_span());
+                }
+                while loads.join_next().await.is_some() {}
             }
-            while loads.join_next().await.is_some() {}
-        });
+            .in_current_span(),
+        );
         (Assembly { shared, work }, rx)
     }
 
@@ -263,66 +271,96 @@ impl Run {
     }
 }
 
-/// Gets one unit's images (warm cache, else the source), decodes them off the async threads,
-/// and delivers them to the chips waiting for them.
+/// Gets one unit's images (warm cache, else the fetch in flight for the same unit, else a
+/// fetch of its own) and delivers them to the chips waiting for them. No fetch starts after
+/// the cutoff, and the wait for one ends there.
 async fn load_unit(run: Arc<Run>, index: usize) {
     let unit = &run.plan.units[index];
+    let keys = &run.plan.images;
     run.shared.first_request.get_or_init(Instant::now);
-    let cached: Vec<Arc<Image>> = unit
-        .images
-        .iter()
-        .filter_map(|&i| run.imagery.cached(&run.plan.images[i]))
-        .collect();
-    if cached.len() == unit.images.len() {
-        run.shared
-            .cache_hits
-            .fetch_add(cached.len(), Ordering::Relaxed);
-        let run = Arc::clone(&run);
-        let _ = tokio::task::spawn_blocking(move || {
-            let unit = &run.plan.units[index];
-            for (&i, image) in unit.images.iter().zip(cached) {
-                deliver(&run, i, Ok(image));
+    let late = run.shared.stop.load(Ordering::SeqCst) || Instant::now() >= run.cutoff;
+    let joined = if late {
+        let cached: Option<Vec<Arc<Image>>> = unit
+            .images
+            .iter()
+            .map(|&i| run.imagery.cached(&keys[i]))
+            .collect();
+        match cached {
+            Some(images) => Joined::Found(images),
+            None => {
+                for &i in &unit.images {
+                    deliver(&run, i, Err(BuildingError::deadline_exceeded()));
+                }
+                return;
             }
+        }
+    } else {
+        let (imagery, downloads, decodes, counters) = (
+            Arc::clone(&run.imagery),
+            Arc::clone(&run.download_slots),
+            Arc::clone(&run.decode_slots),
+            Arc::clone(&run.shared.ranges),
+        );
+        let (own, own_keys) = unit.detached(keys);
+        run.imagery.cached_or_join(unit, keys, move || {
+            fetch_and_decode(imagery, downloads, decodes, counters, own, own_keys)
         })
-        .await;
-        return;
-    }
-    let bytes: Result<Vec<Bytes>, BuildingError> = {
-        let Ok(_slot) = run.download_slots.acquire().await else {
-            return;
-        };
-        if run.shared.stop.load(Ordering::SeqCst) || Instant::now() >= run.cutoff {
-            Err(BuildingError::deadline_exceeded())
-        } else {
-            run.shared
-                .fetched
-                .fetch_add(unit.images.len(), Ordering::Relaxed);
-            run.imagery
-                .fetch(unit, run.cutoff, &run.shared.ranges)
-                .await
+    };
+    let count = unit.images.len();
+    let (images, started) = match joined {
+        Joined::Found(images) => {
+            run.shared.cache_hits.fetch_add(count, Ordering::Relaxed);
+            (images.into_iter().map(Ok).collect(), false)
+        }
+        Joined::Flying(seat) => {
+            // Joining another request's fetch saves this request the fetch: a cache hit.
+            let counter = if seat.started {
+                &run.shared.fetched
+            } else {
+                &run.shared.cache_hits
+            };
+            counter.fetch_add(count, Ordering::Relaxed);
+            let images = match tokio::time::timeout_at(run.cutoff, seat.wait()).await {
+                Ok(Some(Loaded { images, decode })) => {
+                    if seat.started {
+                        run.shared
+                            .decode_nanos
+                            .fetch_add(decode.as_nanos() as u64, Ordering::Relaxed);
+                    }
+                    images
+                }
+                Ok(None) => vec![
+                    Err(BuildingError::new(
+                        ErrorCode::ImageInvalid,
+                        "decoding failed: the fetch and decode task panicked",
+                    ));
+                    count
+                ],
+                Err(_) => vec![Err(BuildingError::deadline_exceeded()); count],
+            };
+            (images, seat.started)
         }
     };
-    let Ok(_cpu) = run.decode_slots.acquire().await else {
-        return;
-    };
+    // Composing is CPU work: off the async threads. Timed for the request that fetched the
+    // unit, as its decoding is.
     let task_run = Arc::clone(&run);
+    let span = tracing::Span::current();
     let worker = tokio::task::spawn_blocking(move || {
-        let started = std::time::Instant::now();
+        let _in = span.enter();
+        let composing = std::time::Instant::now();
         let run = task_run;
         let unit = &run.plan.units[index];
-        let images = match bytes {
-            Ok(bytes) => run.imagery.decode(unit, &run.plan.images, &bytes),
-            Err(error) => vec![Err(error); unit.images.len()],
-        };
         for (&i, image) in unit.images.iter().zip(images) {
             deliver(&run, i, image);
         }
-        run.shared
-            .decode_nanos
-            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        if started {
+            run.shared
+                .decode_nanos
+                .fetch_add(composing.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
     });
     if let Err(e) = worker.await {
-        // A panic while decoding: fail the chips still waiting for this unit's images.
+        // A panic while composing: fail the chips still waiting for this unit's images.
         for &i in &run.plan.units[index].images {
             deliver(
                 &run,
@@ -333,6 +371,55 @@ async fn load_unit(run: Arc<Run>, index: usize) {
                 )),
             );
         }
+    }
+}
+
+/// One unit fetched and decoded for every request waiting for it. Its bound is Lambda's
+/// longest timeout, not the cutoff of the request that happened to start it: it stops when
+/// the last waiter stops waiting (each at its own cutoff), or at `DOWNLOAD_TIMEOUT_MS` and
+/// `DOWNLOAD_RETRIES`. Ranged reads count in the starting request's `counters`.
+async fn fetch_and_decode(
+    imagery: Arc<Imagery>,
+    downloads: Arc<Semaphore>,
+    decodes: Arc<Semaphore>,
+    counters: Arc<Counters>,
+    unit: Unit,
+    keys: Vec<String>,
+) -> Loaded {
+    let count = unit.images.len();
+    let failed = |error: BuildingError| Loaded {
+        images: vec![Err(error); count],
+        decode: Duration::ZERO,
+    };
+    let unavailable = |what: &str| failed(BuildingError::new(ErrorCode::ImageUnavailable, what));
+    let bytes = {
+        let Ok(_slot) = downloads.acquire().await else {
+            return unavailable("the download limiter is closed");
+        };
+        imagery
+            .fetch(&unit, Instant::now() + SHARED_FETCH_BUDGET, &counters)
+            .await
+    };
+    let Ok(_cpu) = decodes.acquire().await else {
+        return unavailable("the decode limiter is closed");
+    };
+    let span = tracing::Span::current();
+    let decoded = tokio::task::spawn_blocking(move || {
+        let _in = span.enter();
+        let started = std::time::Instant::now();
+        let images = match bytes {
+            Ok(bytes) => imagery.decode(&unit, &keys, &bytes),
+            Err(error) => vec![Err(error); unit.images.len()],
+        };
+        (images, started.elapsed())
+    })
+    .await;
+    match decoded {
+        Ok((images, decode)) => Loaded { images, decode },
+        Err(e) => failed(BuildingError::new(
+            ErrorCode::ImageInvalid,
+            format!("decoding failed: {e}"),
+        )),
     }
 }
 

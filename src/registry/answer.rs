@@ -42,30 +42,41 @@ pub struct Summary {
 
 /// The summary for one request's outcomes against `registry`.
 pub fn summary(registry: &Registry, outcomes: &[Outcome]) -> Value {
-    let positive = registry.settings.positive_label.as_str();
-    let mut summary = Summary {
-        uri: registry.info.uri.clone(),
-        version: registry.info.version.clone(),
-        records: registry.info.records,
-        radius_m: registry.settings.radius_m,
-        positive_label: positive.to_string(),
-        checked: 0,
-        listed: 0,
-        flagged: 0,
-        flagged_unlisted: 0,
-        listed_not_flagged: 0,
-    };
-    for scored in outcomes.iter().filter_map(|o| o.as_ref().ok()) {
-        let Some(listing) = &scored.registry else {
-            continue;
-        };
-        // The model's own decision: the thresholded label, or one of a multilabel answer's.
-        let flagged = scored.says(positive);
-        summary.checked += 1;
-        summary.listed += usize::from(listing.listed);
-        summary.flagged += usize::from(flagged);
-        summary.flagged_unlisted += usize::from(flagged && !listing.listed);
-        summary.listed_not_flagged += usize::from(listing.listed && !flagged);
-    }
+    let mut summary = Summary::new(registry);
+    summary.add(outcomes);
     serde_json::to_value(summary).expect("a summary serialises")
+}
+
+impl Summary {
+    /// Nothing checked yet against `registry`.
+    pub fn new(registry: &Registry) -> Self {
+        Self {
+            uri: registry.info.uri.clone(),
+            version: registry.info.version.clone(),
+            records: registry.info.records,
+            radius_m: registry.settings.radius_m,
+            positive_label: registry.settings.positive_label.clone(),
+            checked: 0,
+            listed: 0,
+            flagged: 0,
+            flagged_unlisted: 0,
+            listed_not_flagged: 0,
+        }
+    }
+
+    /// Counts `outcomes` in: one request's, or one chunk of a local run's.
+    pub fn add(&mut self, outcomes: &[Outcome]) {
+        for scored in outcomes.iter().filter_map(|o| o.as_ref().ok()) {
+            let Some(listing) = &scored.registry else {
+                continue;
+            };
+            // The model's own decision: the thresholded label, or one of a multilabel answer's.
+            let flagged = scored.says(&self.positive_label);
+            self.checked += 1;
+            self.listed += usize::from(listing.listed);
+            self.flagged += usize::from(flagged);
+            self.flagged_unlisted += usize::from(flagged && !listing.listed);
+            self.listed_not_flagged += usize::from(listing.listed && !flagged);
+        }
+    }
 }

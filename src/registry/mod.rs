@@ -23,6 +23,7 @@ use crate::outcome::Listing;
 use index::Index;
 use records::Records;
 
+pub use from_csv::{LAT_COLUMNS, LON_COLUMNS};
 pub use load::{RegistryError, load};
 pub use rows::{BadRows, ParseError, Row};
 

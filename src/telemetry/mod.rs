@@ -42,6 +42,8 @@ pub struct Tally {
     pub batches: usize,
     pub images_fetched: usize,
     pub cache_hits: usize,
+    /// Other requests whose chips shared this invocation's batches (Managed Instances).
+    pub batched_with: usize,
     /// A refusal answered as a value (see [`record_refused`]).
     pub refused: Option<RequestError>,
 }
@@ -65,6 +67,7 @@ impl Tally {
         self.batches += timing.batches;
         self.images_fetched += timing.images_fetched;
         self.cache_hits += timing.cache_hits;
+        self.batched_with += timing.batched_with;
     }
 
     fn count(&self, codes: &[ErrorCode]) -> usize {
@@ -162,7 +165,8 @@ impl Observer {
     {
         let started = Instant::now();
         let tally = Arc::new(Mutex::new(Tally::default()));
-        let result = TALLY.scope(Arc::clone(&tally), work).await;
+        let work = TALLY.scope(Arc::clone(&tally), work);
+        let result = crate::logging::for_request(request_id, work).await;
         let tally = tally.lock().map(|t| t.clone()).unwrap_or_default();
         let report = Report {
             request_id,
@@ -212,6 +216,7 @@ impl Observer {
                 Metric::ms("InferenceMs", t.inference_ms),
                 Metric::count("ImagesFetched", t.images_fetched),
                 Metric::count("CacheHits", t.cache_hits),
+                Metric::count("BatchedWith", t.batched_with),
             ]);
         }
         document(
@@ -271,6 +276,7 @@ impl Report<'_> {
                     batches = t.batches,
                     images_fetched = t.images_fetched,
                     cache_hits = t.cache_hits,
+                    batched_with = t.batched_with,
                     "invocation done"
                 )
             };
@@ -361,6 +367,7 @@ mod tests {
             "InferenceMs",
             "ImagesFetched",
             "CacheHits",
+            "BatchedWith",
         ] {
             assert!(names.contains(&name), "{name} in {names:?}");
         }

@@ -8,7 +8,8 @@
 //! - **through `bootstrap`**: the real binary as a child process under the Runtime API emulator
 //!   (`support::runtime`), one process per test, as Lambda gives each sandbox its own: every
 //!   other module, except `model_tools`, which runs `bootstrap`'s local commands as a user
-//!   does.
+//!   does, and `predict_cli` and `review_browser`, which run `bootstrap predict` as a user does
+//!   (`support::batch`), the latter then opening its page in a real browser.
 //!
 //! The tests share this process, two at a time by default (libtest's `--test-threads` is the
 //! number of CPUs), so none may change what the process shares:
@@ -26,6 +27,7 @@ mod support;
 
 mod bad_input_lambda;
 mod callers;
+mod chips_lambda;
 mod core_pipeline;
 mod deadline_lambda;
 mod faults_lambda;
@@ -34,13 +36,16 @@ mod geotiff_lambda;
 mod imagery;
 mod imagery_lambda;
 mod lambda_e2e;
+mod managed_lambda;
 mod model_graph;
 mod model_source;
 mod model_tools;
 mod models_lambda;
 mod operability_lambda;
+mod predict_cli;
 mod properties;
 mod registry;
+mod review_browser;
 mod security_lambda;
 mod soak;
 mod support_selftest;

@@ -64,6 +64,7 @@ fn an_edited_file_loads_in_onnx_runtime_with_the_new_metadata_and_the_same_answe
     let env = onnx_runtime(ort_library().as_ref()).unwrap();
     let options = ModelOptions {
         threads: 1,
+        sessions: 1,
         settings: &ModelSettings::default(),
     };
     for name in ["two_outputs.onnx", "caffe_bgr.onnx", "keras_nhwc.onnx"] {

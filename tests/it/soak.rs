@@ -3,16 +3,19 @@
 //! prediction or the right error, in order), every refused request must be refused with the
 //! right `errorType`, and peak memory must not keep growing once warm.
 //!
-//! `soak_short` (60 invocations) runs with the suite; `make soak` runs `soak` with
-//! `SOAK_INVOCATIONS` (default 500) and prints the figures.
+//! The same mix runs one at a time (classic Lambda) and eight at a time (Lambda Managed
+//! Instances, `AWS_LAMBDA_MAX_CONCURRENCY=8`: the emulator keeps eight invocations in flight).
+//! `soak_short` and `soak_short_concurrent` (60 invocations each) run with the suite; `make
+//! soak` runs `soak` and `soak_concurrent` with `SOAK_INVOCATIONS` (default 500) and prints the
+//! figures.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::{Value, json};
 
 use crate::support::function::{ZOOM, expect_error, logs_after, spawn, xyz};
-use crate::support::runtime::{Invocation, LambdaProcess};
+use crate::support::runtime::{Invocation, LambdaProcess, Pending};
 use crate::support::tiles::{
     TileResponse, TileServer, encode_png, parse_xyz, point_in_tile, render_tile,
 };
@@ -41,17 +44,26 @@ enum Plan {
 }
 
 /// The synthetic world, each tile encoded once (the server is not what is being soaked).
+/// Encoded tiles by (x, y).
+type Encoded = Mutex<HashMap<(u64, u64), Vec<u8>>>;
+
+/// The tiles are the same for every soak in this process, so they are encoded once for all.
 fn tiles() -> TileServer {
-    let encoded: Mutex<HashMap<(u64, u64), Vec<u8>>> = Mutex::default();
+    static ENCODED: OnceLock<Encoded> = OnceLock::new();
+    let encoded = ENCODED.get_or_init(Mutex::default);
     TileServer::start(Arc::new(move |req| match parse_xyz(&req.path) {
         Some((_, x, _)) if x == u64::from(MISSING) => TileResponse::status(404),
         Some((_, x, _)) if x == u64::from(FLAKY) && req.nth == 0 => TileResponse::status(503),
         Some((z, x, y)) => {
-            let mut encoded = encoded.lock().unwrap();
-            let png = encoded
-                .entry((x, y))
-                .or_insert_with(|| encode_png(&render_tile(z, x, y)));
-            TileResponse::png(png.clone())
+            // Encoded outside the lock: eight invocations at once ask for hundreds of tiles,
+            // and encoding them one after another made some wait past the client's timeout.
+            let known = encoded.lock().unwrap().get(&(x, y)).cloned();
+            let png = known.unwrap_or_else(|| {
+                let png = encode_png(&render_tile(z, x, y));
+                encoded.lock().unwrap().insert((x, y), png.clone());
+                png
+            });
+            TileResponse::png(png)
         }
         None => TileResponse::status(404),
     }))
@@ -215,29 +227,44 @@ struct Figures {
     rss_at_end_kb: u64,
 }
 
-fn run(invocations: usize, checkpoint: usize) -> Figures {
+/// Runs `invocations` planned invocations with `concurrency` in flight at once (one: classic
+/// Lambda), checking each answer; `checkpoint` is the invocation after which peak RSS is noted.
+fn run(invocations: usize, checkpoint: usize, concurrency: usize) -> Figures {
     let server = tiles();
-    let lambda: LambdaProcess = spawn(
-        "rgb_tiny.onnx",
-        &xyz(&server.base_url()),
-        &[
-            ("TILE_ZOOM", "12"),
-            ("MAX_BUILDINGS", "50"),
-            // ≈ 42 decoded tiles: smaller than the area, so the cache keeps evicting.
-            ("TILE_CACHE_MB", "8"),
-            ("RUST_LOG", "warn"),
-        ],
-    );
+    let concurrency_var = concurrency.to_string();
+    let mut env = vec![
+        ("TILE_ZOOM", "12"),
+        ("MAX_BUILDINGS", "50"),
+        // ≈ 42 decoded tiles: smaller than the area, so the cache keeps evicting.
+        ("TILE_CACHE_MB", "8"),
+        ("RUST_LOG", "warn"),
+    ];
+    if concurrency > 1 {
+        env.push(("AWS_LAMBDA_MAX_CONCURRENCY", &concurrency_var));
+    }
+    let lambda: LambdaProcess = spawn("rgb_tiny.onnx", &xyz(&server.base_url()), &env);
     let mut rng = fastrand::Rng::with_seed(0x50a4);
     let (mut buildings, mut refused, mut peak_at_checkpoint_kb) = (0, 0, 0);
-    for i in 1..=invocations {
-        match plan(&mut rng, i - 1) {
-            Plan::Answer(event, expected) => {
-                let answer = lambda.invoke(&event, 60_000).unwrap_response();
-                buildings += account(i, &answer, &expected);
+    // A sliding window: `concurrency` submitted, the oldest awaited, the next submitted.
+    let mut window: VecDeque<(usize, Pending, Plan)> = VecDeque::new();
+    let mut next = 1;
+    for done in 1..=invocations {
+        while window.len() < concurrency && next <= invocations {
+            let plan = plan(&mut rng, next - 1);
+            let pending = match &plan {
+                Plan::Answer(event, _) => lambda.submit(event, 60_000),
+                Plan::Refuse(body, _) => lambda.submit_raw(body.clone(), 60_000),
+            };
+            window.push_back((next, pending, plan));
+            next += 1;
+        }
+        let (i, pending, plan) = window.pop_front().expect("one in flight");
+        let (outcome, _) = lambda.wait(&pending);
+        match plan {
+            Plan::Answer(_, expected) => {
+                buildings += account(i, &outcome.unwrap_response(), &expected);
             }
-            Plan::Refuse(body, error_type) => {
-                let (outcome, _) = lambda.invoke_raw_timed(body, 60_000);
+            Plan::Refuse(_, error_type) => {
                 if let Invocation::Response(v) = &outcome {
                     panic!("invocation {i}: expected {error_type}, got {v}");
                 }
@@ -245,10 +272,14 @@ fn run(invocations: usize, checkpoint: usize) -> Figures {
                 refused += 1;
             }
         }
-        if i == checkpoint {
+        if done == checkpoint {
             peak_at_checkpoint_kb = lambda.peak_rss_kb().expect("the function is running");
         }
     }
+    assert!(
+        lambda.max_in_flight() <= concurrency,
+        "never more in flight than AWS_LAMBDA_MAX_CONCURRENCY"
+    );
     let figures = Figures {
         invocations,
         buildings,
@@ -267,8 +298,10 @@ fn run(invocations: usize, checkpoint: usize) -> Figures {
     assert_eq!(metrics, invocations, "one EMF line per invocation");
     let growth = figures.peak_at_end_kb as f64 / figures.peak_at_checkpoint_kb as f64 - 1.0;
     eprintln!(
-        "soak: {} invocations ({} refused), {} buildings answered and accounted for; \
+        "soak (concurrency {concurrency}, at most {} in flight): {} invocations ({} refused), \
+         {} buildings answered and accounted for; \
          peak RSS at {checkpoint}: {} kB, at {}: {} kB ({:+.1} %); RSS at the end: {} kB",
+        lambda.max_in_flight(),
         figures.invocations,
         figures.refused,
         figures.buildings,
@@ -288,17 +321,33 @@ fn run(invocations: usize, checkpoint: usize) -> Figures {
 
 #[test]
 fn soak_short() {
-    let figures = run(60, 20);
+    let figures = run(60, 20, 1);
     assert!(figures.buildings > 500 && figures.refused > 0);
 }
 
 #[test]
-#[ignore = "long: `make soak` runs it (SOAK_INVOCATIONS, default 500)"]
-fn soak() {
+fn soak_short_concurrent() {
+    let figures = run(60, 20, 8);
+    assert!(figures.buildings > 500 && figures.refused > 0);
+}
+
+fn soak_invocations() -> usize {
     let invocations = std::env::var("SOAK_INVOCATIONS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(500);
     assert!(invocations >= 50, "the checkpoint is invocation 50");
-    run(invocations, 50);
+    invocations
+}
+
+#[test]
+#[ignore = "long: `make soak` runs it (SOAK_INVOCATIONS, default 500)"]
+fn soak() {
+    run(soak_invocations(), 50, 1);
+}
+
+#[test]
+#[ignore = "long: `make soak` runs it (SOAK_INVOCATIONS, default 500)"]
+fn soak_concurrent() {
+    run(soak_invocations(), 50, 8);
 }

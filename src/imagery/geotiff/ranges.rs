@@ -71,7 +71,7 @@ pub fn merge(
 }
 
 #[cfg(test)]
-// A tile's byte ranges are a list; one range in it is the common case, not a typo for a Range.
+// Each tile has a list of byte ranges (data, then mask); most lists here hold one.
 #[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;

@@ -3,7 +3,10 @@
 //! HTTP tile server, and the real `bootstrap` binary driven through an emulated Lambda
 //! Runtime API. Nothing is mocked, so what passes here passes for the same reasons on Lambda.
 
+pub mod batch;
+pub mod browser;
 pub mod function;
+pub mod loopback;
 pub mod proxy;
 pub mod runtime;
 pub mod s3;

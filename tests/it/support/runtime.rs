@@ -2,6 +2,13 @@
 //! (<https://docs.aws.amazon.com/lambda/latest/dg/runtimes-api.html>) driving the real
 //! `bootstrap` binary as a child process, so tests exercise exactly what Lambda runs: the
 //! runtime loop, env handling, logging, error reporting and process lifetime.
+//!
+//! Like the Managed Instances Runtime API, it serves every `/next` long poll the function
+//! keeps open: with several invocations queued ([`LambdaProcess::submit`]) and several polls
+//! open, each poll gets one, so the function has as many in flight as it asks for. It counts
+//! the invocations handed out and not yet answered, lets a test wait for a number of them
+//! ([`LambdaProcess::wait_in_flight`]), and keeps the most there ever were
+//! ([`LambdaProcess::max_in_flight`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read};
@@ -12,6 +19,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
+
+use super::loopback::Loopback;
 
 /// Lambda's limit on a synchronous response payload; larger responses fail the invocation.
 const MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;
@@ -54,6 +63,23 @@ struct State {
     done: HashMap<String, (Invocation, Duration)>,
     init_error: Option<(String, String)>,
     stopping: bool,
+    /// Invocations handed out by `/next` and not answered yet, and the most at any moment.
+    in_flight: usize,
+    max_in_flight: usize,
+}
+
+/// An invocation queued by [`LambdaProcess::submit`], to collect with [`LambdaProcess::wait`].
+#[derive(Debug, Clone)]
+pub struct Pending {
+    id: String,
+    timeout_ms: u64,
+}
+
+impl Pending {
+    /// Its request id (as in the function's log lines).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
 }
 
 #[derive(Default)]
@@ -97,7 +123,8 @@ pub struct LambdaProcess {
     child: Mutex<Child>,
     pid: u32,
     shared: Arc<Shared>,
-    server: Arc<tiny_http::Server>,
+    /// The Runtime API's server; it stops when the process is dropped.
+    _server: Loopback,
     api: String,
     logs: Arc<Mutex<String>>,
     stdout: Arc<Mutex<String>>,
@@ -124,22 +151,17 @@ impl LambdaProcess {
         env: &[(String, String)],
         remove: &[&str],
     ) -> LambdaProcess {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind runtime API"));
-        let api = server.server_addr().to_ip().unwrap().to_string();
         let shared = Arc::new(Shared::default());
-        let accept = {
-            let (server, shared) = (server.clone(), shared.clone());
-            std::thread::spawn(move || {
-                loop {
-                    if shared.lock().stopping {
-                        break;
-                    }
-                    let Ok(rq) = server.recv() else { continue };
-                    let shared = shared.clone();
-                    std::thread::spawn(move || handle(rq, &shared));
-                }
+        // hyper with a task per connection (see `loopback`) and a blocking thread per request:
+        // however many `/next` polls the function keeps open, each is answered.
+        let server = {
+            let shared = shared.clone();
+            Loopback::start("Runtime API", move || {
+                let shared = shared.clone();
+                hyper::service::service_fn(move |rq| answer(rq, shared.clone()))
             })
         };
+        let api = server.addr.to_string();
 
         let task_root = bin.parent().unwrap().to_string_lossy().into_owned();
         let mut vars: Vec<(String, String)> = [
@@ -175,7 +197,7 @@ impl LambdaProcess {
         let stdout = Arc::new(Mutex::new(String::new()));
         let out: Box<dyn Read + Send> = Box::new(child.stdout.take().unwrap());
         let err: Box<dyn Read + Send> = Box::new(child.stderr.take().unwrap());
-        let mut threads = vec![accept];
+        let mut threads = Vec::new();
         for (pipe, only) in [(out, Some(stdout.clone())), (err, None)] {
             let logs = logs.clone();
             threads.push(std::thread::spawn(move || {
@@ -196,7 +218,7 @@ impl LambdaProcess {
             child: Mutex::new(child),
             pid,
             shared,
-            server,
+            _server: server,
             api,
             logs,
             stdout,
@@ -220,6 +242,17 @@ impl LambdaProcess {
 
     /// Like `invoke_timed` with the payload's bytes as given (e.g. not JSON at all).
     pub fn invoke_raw_timed(&self, body: Vec<u8>, timeout_ms: u64) -> (Invocation, Duration) {
+        let pending = self.submit_raw(body, timeout_ms);
+        self.wait(&pending)
+    }
+
+    /// Queues one invocation (deadline `timeout_ms` from now) without waiting for its answer.
+    pub fn submit(&self, event: &Value, timeout_ms: u64) -> Pending {
+        self.submit_raw(serde_json::to_vec(event).unwrap(), timeout_ms)
+    }
+
+    /// [`LambdaProcess::submit`] with the payload's bytes as given.
+    pub fn submit_raw(&self, body: Vec<u8>, timeout_ms: u64) -> Pending {
         let id = Self::request_id(self.pid, self.next_id.fetch_add(1, Ordering::SeqCst));
         let deadline_ms = epoch_ms() + u128::from(timeout_ms);
         self.shared.lock().queue.push_back(Queued {
@@ -228,8 +261,33 @@ impl LambdaProcess {
             deadline_ms,
         });
         self.shared.changed.notify_all();
+        Pending { id, timeout_ms }
+    }
 
-        let limit = Duration::from_millis(timeout_ms) + Duration::from_secs(30);
+    /// Queues every event at once, then collects the answers, in the events' order.
+    pub fn invoke_all(&self, events: &[Value], timeout_ms: u64) -> Vec<Invocation> {
+        let pending: Vec<Pending> = events.iter().map(|e| self.submit(e, timeout_ms)).collect();
+        pending.iter().map(|p| self.wait(p).0).collect()
+    }
+
+    /// The most invocations the function ever had in flight at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.lock().max_in_flight
+    }
+
+    /// Waits until the function has `n` invocations in flight; false after `timeout`.
+    pub fn wait_in_flight(&self, n: usize, timeout: Duration) -> bool {
+        self.shared
+            .wait_for(timeout, |st| (st.in_flight >= n).then_some(()))
+            .is_some()
+    }
+
+    /// The answer to a submitted invocation and the function's duration (see `invoke_timed`).
+    /// Panics (with the child's logs) if the child exits first or does not answer within its
+    /// timeout + 30 s.
+    pub fn wait(&self, pending: &Pending) -> (Invocation, Duration) {
+        let id = pending.id.clone();
+        let limit = Duration::from_millis(pending.timeout_ms) + Duration::from_secs(30);
         // After the child exits, allow a moment for an answer it sent just before exiting.
         let mut exited: Option<(ExitStatus, Instant)> = None;
         let got = self.shared.wait_for(limit, |st| {
@@ -363,8 +421,7 @@ impl Drop for LambdaProcess {
         let _ = child.kill();
         let _ = child.wait();
         self.shared.lock().stopping = true;
-        self.shared.changed.notify_all(); // releases long polls
-        self.server.unblock();
+        self.shared.changed.notify_all(); // releases long polls; `server` stops after this
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -378,40 +435,90 @@ fn epoch_ms() -> u128 {
         .as_millis()
 }
 
-/// Answers one Runtime API request (on its own thread, since `/next` blocks).
-fn handle(mut rq: tiny_http::Request, shared: &Shared) {
-    let mut body = Vec::new();
-    let _ = rq.as_reader().read_to_end(&mut body);
-    let url = rq.url().to_string();
+/// One reply of the emulated API.
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(status: u16, v: Value) -> Reply {
+        Reply {
+            status,
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: serde_json::to_vec(&v).unwrap(),
+        }
+    }
+}
+
+async fn answer(
+    rq: hyper::Request<hyper::body::Incoming>,
+    shared: Arc<Shared>,
+) -> Result<hyper::Response<http_body_util::Full<bytes::Bytes>>, std::convert::Infallible> {
+    use http_body_util::BodyExt;
+    let method = rq.method().clone();
+    let url = rq.uri().path().to_string();
+    let headers: Vec<(String, String)> = rq
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let body = rq
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .unwrap_or_default();
+    let reply = tokio::task::spawn_blocking(move || handle(&method, &url, &headers, body, &shared))
+        .await
+        .expect("the Runtime API handler panicked");
+    // Always Content-Length (a Full body).
+    let mut out = hyper::Response::builder().status(reply.status);
+    for (k, v) in reply.headers {
+        out = out.header(k, v);
+    }
+    Ok(out
+        .body(http_body_util::Full::new(bytes::Bytes::from(reply.body)))
+        .expect("a valid response"))
+}
+
+/// Answers one Runtime API request (on a blocking thread, since `/next` waits).
+fn handle(
+    method: &hyper::Method,
+    url: &str,
+    headers: &[(String, String)],
+    body: Vec<u8>,
+    shared: &Shared,
+) -> Reply {
     let header = |name: &str| {
-        rq.headers()
+        headers
             .iter()
-            .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
-            .map(|h| h.value.to_string())
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
     };
     let path = url.strip_prefix(PREFIX).unwrap_or("");
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    // Always Content-Length (tiny_http would chunk bodies over 32 KiB otherwise).
-    let json = |status: u16, v: Value| {
-        tiny_http::Response::from_data(serde_json::to_vec(&v).unwrap())
-            .with_status_code(status)
-            .with_chunked_threshold(usize::MAX)
-            .with_header(tiny_http::Header::from_bytes("Content-Type", "application/json").unwrap())
-    };
-    let accepted = || json(202, serde_json::json!({"status": "OK"}));
-    let resp = match (rq.method(), parts.as_slice()) {
-        (tiny_http::Method::Get, ["invocation", "next"]) => {
+    let accepted = || Reply::json(202, serde_json::json!({"status": "OK"}));
+    match (method.as_str(), parts.as_slice()) {
+        ("GET", ["invocation", "next"]) => {
             let next = shared.wait_for(Duration::from_secs(86_400), |st| {
                 if st.stopping {
                     return Some(None);
                 }
                 let q = st.queue.pop_front()?;
                 st.started.insert(q.id.clone(), Instant::now());
+                st.in_flight += 1;
+                st.max_in_flight = st.max_in_flight.max(st.in_flight);
                 Some(Some(q))
             });
-            let Some(Some(q)) = next else { return };
-            let mut r = tiny_http::Response::from_data(q.body).with_chunked_threshold(usize::MAX);
-            for (k, v) in [
+            let Some(Some(q)) = next else {
+                return Reply::json(
+                    503,
+                    serde_json::json!({"errorType": "Stopping", "errorMessage": "the emulator is stopping"}),
+                );
+            };
+            let headers = [
                 ("Content-Type", "application/json".to_string()),
                 ("Lambda-Runtime-Aws-Request-Id", q.id.clone()),
                 ("Lambda-Runtime-Deadline-Ms", q.deadline_ms.to_string()),
@@ -423,22 +530,25 @@ fn handle(mut rq: tiny_http::Request, shared: &Shared) {
                     "Lambda-Runtime-Trace-Id",
                     format!("Root=1-00000000-{:024x};Sampled=0", q.deadline_ms),
                 ),
-            ] {
-                r.add_header(tiny_http::Header::from_bytes(k, v.as_bytes()).unwrap());
+            ];
+            Reply {
+                status: 200,
+                headers: headers
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+                body: q.body,
             }
-            let _ = rq.respond(r);
-            return;
         }
-        (tiny_http::Method::Post, ["invocation", id, kind @ ("response" | "error")]) => {
+        ("POST", ["invocation", id, kind @ ("response" | "error")]) => {
             let mut st = shared.lock();
             let Some(t0) = st.started.remove(*id) else {
                 drop(st);
                 let msg = format!("unknown or already answered request id {id}");
-                let _ = rq.respond(json(
+                return Reply::json(
                     400,
                     serde_json::json!({"errorType": "InvalidRequestID", "errorMessage": msg}),
-                ));
-                return;
+                );
             };
             let (outcome, reply) = if *kind == "response" && body.len() > MAX_RESPONSE_BYTES {
                 let msg = format!(
@@ -452,7 +562,7 @@ fn handle(mut rq: tiny_http::Request, shared: &Shared) {
                 };
                 (
                     err,
-                    json(
+                    Reply::json(
                         413,
                         serde_json::json!({"errorType": "RequestEntityTooLarge", "errorMessage": msg}),
                     ),
@@ -473,22 +583,22 @@ fn handle(mut rq: tiny_http::Request, shared: &Shared) {
                     accepted(),
                 )
             };
+            st.in_flight -= 1;
             st.done.insert(id.to_string(), (outcome, t0.elapsed()));
             drop(st);
             shared.changed.notify_all();
             reply
         }
-        (tiny_http::Method::Post, ["init", "error"]) => {
+        ("POST", ["init", "error"]) => {
             shared.lock().init_error = Some(parse_error(&body));
             shared.changed.notify_all();
             accepted()
         }
-        _ => json(
+        _ => Reply::json(
             404,
             serde_json::json!({"errorType": "NotFound", "errorMessage": url}),
         ),
-    };
-    let _ = rq.respond(resp);
+    }
 }
 
 /// `{"errorType","errorMessage"}`; an unparseable body becomes the message.

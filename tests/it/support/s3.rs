@@ -3,18 +3,15 @@
 //! stores objects as plain files in a temporary directory and answers GetObject (status, ETag,
 //! ranges, errors). Only the body of a found object is served differently: see [`FastBodies`].
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use futures_util::StreamExt as _;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
-use tokio::sync::oneshot;
+
+use super::loopback::Loopback;
 
 pub const ACCESS_KEY: &str = "AKIDTEST";
 pub const SECRET_KEY: &str = "SECRETTEST";
@@ -24,12 +21,11 @@ pub const REGION: &str = "us-east-1";
 /// runtime, so plain `#[test]`s and `#[tokio::test]`s (of either flavour) can use it without
 /// starving it. Dropping it stops the server and deletes the stored objects.
 pub struct S3Server {
-    addr: SocketAddr,
+    /// First, so the server stops before the objects' directory goes.
+    server: Loopback,
     root: tempfile::TempDir,
     requests: Arc<AtomicUsize>,
     reads: Reads,
-    shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl S3Server {
@@ -58,51 +54,18 @@ impl S3Server {
         };
         let requests = Arc::new(AtomicUsize::new(0));
         let counter = requests.clone();
-        let (shutdown, mut stop) = oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("tokio runtime for S3 server");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind");
-                ready_tx.send(listener.local_addr().unwrap()).unwrap();
-                // Counting in a `service_fn` wrapper counts HTTP requests, not connections
-                // (the SDK keeps connections alive).
-                let svc = hyper::service::service_fn(move |req| {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    hyper::service::Service::call(&service, req)
-                });
-                loop {
-                    tokio::select! {
-                        _ = &mut stop => break,
-                        accepted = listener.accept() => {
-                            let Ok((socket, _)) = accepted else { continue };
-                            let svc = svc.clone();
-                            tokio::spawn(async move {
-                                let conn = ConnBuilder::new(TokioExecutor::new());
-                                let _ = conn.serve_connection(TokioIo::new(socket), svc).await;
-                            });
-                        }
-                    }
-                }
-            });
-            // Dropping the runtime cancels the per-connection tasks.
-            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+        // Counting in a `service_fn` wrapper counts HTTP requests, not connections (the SDK
+        // keeps connections alive).
+        let svc = hyper::service::service_fn(move |req| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            hyper::service::Service::call(&service, req)
         });
-        let addr = ready_rx.recv().expect("S3 server failed to start");
+        let server = Loopback::start("S3 server", move || svc.clone());
         S3Server {
-            addr,
+            server,
             root,
             requests,
             reads,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
         }
     }
 
@@ -132,7 +95,7 @@ impl S3Server {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr)
     }
 
     /// Environment for a child process using `aws-config`: endpoint and static credentials, and
@@ -266,15 +229,4 @@ fn sidecar(bucket: &str, key: &str, suffix: &str) -> String {
     use base64::Engine as _;
     let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
     format!(".bucket-{}.object-{}.{suffix}", enc(bucket), enc(key))
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }

@@ -3,17 +3,14 @@
 
 use std::collections::HashMap;
 use std::io::Cursor;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use image::RgbImage;
-use tokio::sync::oneshot;
+
+use super::loopback::Loopback;
 
 /// Decides the answer to one request. Called on a blocking thread of the server's runtime.
 pub type Handler = Arc<dyn Fn(&TileRequest) -> TileResponse + Send + Sync>;
@@ -79,64 +76,33 @@ struct Log {
 
 /// Serves on `127.0.0.1:<ephemeral>`, one thread per request. Dropping it stops accepting.
 pub struct TileServer {
-    addr: SocketAddr,
+    server: Loopback,
     log: Arc<Mutex<Log>>,
     connections: Arc<std::sync::atomic::AtomicUsize>,
-    shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
-/// hyper on its own runtime thread: every connection gets a task, so a burst of concurrent
-/// connections (the pipeline opens up to MAX_CONCURRENT_DOWNLOADS at once) is served at once.
-/// (tiny_http's task pool was seen to park some connections of such a burst until another
-/// connection closed, which looked exactly like a client timeout.)
+/// hyper on its own runtime thread (see `loopback`): a burst of concurrent connections (the
+/// pipeline opens up to MAX_CONCURRENT_DOWNLOADS at once) is served at once.
 impl TileServer {
     pub fn start(handler: Handler) -> TileServer {
         let log = Arc::new(Mutex::new(Log::default()));
-        let (shutdown, mut stop) = oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let server_log = log.clone();
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let accepted_count = connections.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("tokio runtime for the tile server");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind tile server");
-                ready_tx.send(listener.local_addr().unwrap()).unwrap();
-                loop {
-                    tokio::select! {
-                        _ = &mut stop => break,
-                        accepted = listener.accept() => {
-                            let Ok((socket, _)) = accepted else { continue };
-                            accepted_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                            let (log, handler) = (server_log.clone(), handler.clone());
-                            let svc = hyper::service::service_fn(move |req| serve(req, log.clone(), handler.clone()));
-                            tokio::spawn(async move {
-                                let conn = ConnBuilder::new(TokioExecutor::new());
-                                let _ = conn.serve_connection(TokioIo::new(socket), svc).await;
-                            });
-                        }
-                    }
-                }
-            });
-            rt.shutdown_timeout(Duration::from_secs(1));
+        let server = Loopback::start("tile server", move || {
+            accepted_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let (log, handler) = (server_log.clone(), handler.clone());
+            hyper::service::service_fn(move |req| serve(req, log.clone(), handler.clone()))
         });
-        let addr = ready_rx.recv().expect("tile server failed to start");
         TileServer {
-            addr,
+            server,
             log,
             connections,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
         }
     }
 
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr)
     }
 
     /// Requests received for exactly this path (plus `?query` if it had one).
@@ -211,17 +177,6 @@ async fn serve(
     Ok(out
         .body(Full::new(Bytes::from(resp.body)))
         .expect("valid response"))
-}
-
-impl Drop for TileServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.shutdown.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 /// Colour of global pixel (`gx`, `gy`) at whatever zoom is requested. Red/green give the position
