@@ -155,7 +155,7 @@ $(GEOTIFF_FIXTURES)/fixtures.json: scripts/make_geotiff_fixtures.py $(GEOTIFF_TO
 
 $(GEOTIFF_TOOLS): | $(VENV_PYTHON)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check rasterio==$(RASTERIO_VERSION) \
-	  rio-cogeo==$(RIO_COGEO_VERSION) rio-tiler==$(RIO_TILER_VERSION)
+	  rio-cogeo==$(RIO_COGEO_VERSION) rio-tiler==$(RIO_TILER_VERSION) numpy==$(NUMPY_VERSION)
 	touch $@
 
 ## bench: the end-to-end benchmark on loopback (release build): ONNX Runtime alone, init,
