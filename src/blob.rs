@@ -58,7 +58,9 @@ impl std::fmt::Display for BlobUri {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::S3 { bucket, key } => write!(f, "s3://{bucket}/{key}"),
-            Self::File(path) => write!(f, "file://{}", path.display()),
+            // `file://` makes a URL only of an absolute path; a relative one prints as given.
+            Self::File(path) if path.is_absolute() => write!(f, "file://{}", path.display()),
+            Self::File(path) => write!(f, "{}", path.display()),
         }
     }
 }
@@ -300,6 +302,19 @@ pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_uri_prints_as_a_user_would_write_it() {
+        let shown = |raw: &str| BlobUri::parse("MODEL_URI", raw).unwrap().to_string();
+        assert_eq!(shown("s3://b/models/roof.onnx"), "s3://b/models/roof.onnx");
+        assert_eq!(shown("file:///srv/roof.onnx"), "file:///srv/roof.onnx");
+        assert_eq!(shown("/srv/roof.onnx"), "file:///srv/roof.onnx");
+        // Not `file://fixtures/…`, which a URL parser reads as host `fixtures`.
+        assert_eq!(
+            shown("fixtures/registry/demo.csv"),
+            "fixtures/registry/demo.csv"
+        );
+    }
 
     #[test]
     fn the_object_size_comes_from_content_range() {

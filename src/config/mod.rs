@@ -27,7 +27,7 @@ use crate::registry::RegistrySettings;
 use crate::secrets::TileHeaders;
 use values::{bands, decimal, headers, number};
 
-/// Everything the function reads from its environment. Defaults are in `README.md`.
+/// Everything the function reads from its environment. Defaults are in docs/CONFIGURATION.md.
 /// `Debug` is safe to log: `source` and `tile_headers` redact their secrets.
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -130,7 +130,71 @@ impl Grid {
         chip: &mut RgbImage,
         filled: &mut [bool],
     ) {
-        let (w, h) = (i64::from(level.width), i64::from(level.height));
+        let bounds = (i64::from(level.width), i64::from(level.height));
+        match self.translation() {
+            Some(offset) => self.copy(offset, bounds, pixel, chip, filled),
+            None => self.resample(bounds, pixel, chip, filled),
+        }
+    }
+
+    /// The level pixel that chip pixel (0, 0) is, when the chip is the level's own pixels
+    /// shifted by whole pixels: same CRS, same resolution, aligned grids (a web-optimized COG
+    /// at `TILE_ZOOM`). Bilinear sampling then weighs one pixel fully, so a copy is exact.
+    fn translation(&self) -> Option<(i64, i64)> {
+        const EXACT: f64 = 1e-6;
+        let step = f64::from(self.size) / NODES as f64;
+        let origin = self.nodes[0];
+        let whole = |x: f64| (x - x.round()).abs() < EXACT;
+        if !whole(origin.0) || !whole(origin.1) {
+            return None;
+        }
+        for v in 0..=NODES {
+            for u in 0..=NODES {
+                let (x, y) = self.nodes[v * (NODES + 1) + u];
+                let (ex, ey) = (origin.0 + u as f64 * step, origin.1 + v as f64 * step);
+                if (x - ex).abs() > EXACT || (y - ey).abs() > EXACT {
+                    return None;
+                }
+            }
+        }
+        Some((origin.0.round() as i64, origin.1.round() as i64))
+    }
+
+    /// [`Grid::sample`] for a whole-pixel shift: each chip pixel is one level pixel.
+    fn copy(
+        &self,
+        (ox, oy): (i64, i64),
+        (w, h): (i64, i64),
+        pixel: impl Fn(u32, u32) -> Option<([u8; 3], bool)>,
+        chip: &mut RgbImage,
+        filled: &mut [bool],
+    ) {
+        for j in 0..self.size {
+            let r = oy + i64::from(j);
+            if r < 0 || r >= h {
+                continue;
+            }
+            for i in 0..self.size {
+                let (c, at) = (ox + i64::from(i), (j * self.size + i) as usize);
+                if filled[at] || c < 0 || c >= w {
+                    continue;
+                }
+                if let Some((rgb, true)) = pixel(c as u32, r as u32) {
+                    filled[at] = true;
+                    chip.put_pixel(i, j, image::Rgb(rgb));
+                }
+            }
+        }
+    }
+
+    /// [`Grid::sample`] in general: bilinear from the four pixels around each centre.
+    fn resample(
+        &self,
+        (w, h): (i64, i64),
+        pixel: impl Fn(u32, u32) -> Option<([u8; 3], bool)>,
+        chip: &mut RgbImage,
+        filled: &mut [bool],
+    ) {
         for j in 0..self.size {
             for i in 0..self.size {
                 let at = (j * self.size + i) as usize;
@@ -234,4 +298,71 @@ pub fn compose(
         ));
     }
     Ok(chip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A grid whose chip pixel (i, j) centre sits at `origin + (i, j) · scale + ½ · scale` in
+    /// the level.
+    fn grid(size: u32, origin: (f64, f64), scale: f64) -> Grid {
+        let step = f64::from(size) / NODES as f64 * scale;
+        let nodes = (0..=NODES)
+            .flat_map(|v| {
+                (0..=NODES).map(move |u| (origin.0 + u as f64 * step, origin.1 + v as f64 * step))
+            })
+            .collect();
+        Grid {
+            size,
+            level: 0,
+            nodes,
+        }
+    }
+
+    /// A 100×80 level with a pattern, no data in one corner, and nothing past its edges.
+    fn level_pixel(c: u32, r: u32) -> Option<([u8; 3], bool)> {
+        let rgb = [
+            (c * 7 % 256) as u8,
+            (r * 11 % 256) as u8,
+            ((c + r) % 256) as u8,
+        ];
+        Some((rgb, !(c < 10 && r < 10)))
+    }
+
+    fn run(grid: &Grid, copy: bool) -> (RgbImage, Vec<bool>) {
+        let size = grid.size;
+        let mut chip = RgbImage::new(size, size);
+        let mut filled = vec![false; (size * size) as usize];
+        match (copy, grid.translation()) {
+            (true, Some(offset)) => {
+                grid.copy(offset, (100, 80), level_pixel, &mut chip, &mut filled)
+            }
+            (true, None) => panic!("not a whole-pixel shift"),
+            (false, _) => grid.resample((100, 80), level_pixel, &mut chip, &mut filled),
+        }
+        (chip, filled)
+    }
+
+    #[test]
+    fn an_aligned_grid_is_copied_exactly_as_bilinear_sampling_would_make_it() {
+        // Inside, across the no-data corner, and hanging past the level's edges.
+        for origin in [(20.0, 30.0), (-5.0, 3.0), (90.0, 70.0)] {
+            let aligned = grid(32, origin, 1.0);
+            assert_eq!(
+                aligned.translation(),
+                Some((origin.0 as i64, origin.1 as i64))
+            );
+            assert_eq!(run(&aligned, true), run(&aligned, false), "{origin:?}");
+        }
+    }
+
+    #[test]
+    fn shifted_or_scaled_grids_are_resampled() {
+        assert_eq!(grid(32, (20.5, 30.0), 1.0).translation(), None);
+        assert_eq!(grid(32, (20.0, 30.0), 0.5).translation(), None);
+        let mut bent = grid(32, (20.0, 30.0), 1.0);
+        bent.nodes[40].0 += 0.01;
+        assert_eq!(bent.translation(), None);
+    }
 }
