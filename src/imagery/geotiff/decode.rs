@@ -207,13 +207,20 @@ fn jpeg(
     photometric: PhotometricInterpretation,
     expected: usize,
 ) -> Result<Vec<u8>, String> {
-    let stream: Box<dyn Read> = match tables {
+    let joined: Vec<u8>;
+    let stream: &[u8] = match tables {
         Some(t) if t.len() >= 4 && data.len() >= 2 => {
-            Box::new(Cursor::new(&t[..t.len() - 2]).chain(Cursor::new(&data[2..])))
+            joined = [&t[..t.len() - 2], &data[2..]].concat();
+            &joined
         }
-        _ => Box::new(Cursor::new(data)),
+        _ => data,
     };
-    let mut decoder = jpeg_decoder::Decoder::new(stream);
+    if photometric == PhotometricInterpretation::YCbCr
+        && let Some(rgb) = jpeg_ycbcr(stream, (w, h), expected)
+    {
+        return rgb;
+    }
+    let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(stream));
     decoder.set_max_decoding_buffer_size(expected);
     decoder.set_color_transform(match photometric {
         PhotometricInterpretation::YCbCr => jpeg_decoder::ColorTransform::YCbCr,
@@ -229,6 +236,49 @@ fn jpeg(
         ));
     }
     decoder.decode().map_err(|e| format!("JPEG: {e}"))
+}
+
+/// A YCbCr JPEG tile (what GDAL writes for RGB JPEG COGs) through the `image` crate's JPEG
+/// decoder, the one tile services' JPEGs go through, which is faster than `jpeg-decoder` (see
+/// docs/PERFORMANCE.md, "GeoTIFF imagery"). Allocates at most `expected` bytes. `None` when
+/// the stream is not three-channel (then `jpeg-decoder`, which handles every layout, takes it).
+fn jpeg_ycbcr(
+    stream: &[u8],
+    (w, h): (u32, u32),
+    expected: usize,
+) -> Option<Result<Vec<u8>, String>> {
+    use image::ImageDecoder;
+    let mut decoder = match image::codecs::jpeg::JpegDecoder::new(Cursor::new(stream)) {
+        Ok(decoder) => decoder,
+        Err(e) => return Some(Err(format!("JPEG: {e}"))),
+    };
+    if decoder.color_type() != image::ColorType::Rgb8 {
+        return None;
+    }
+    let (dw, dh) = decoder.dimensions();
+    if dw > w || dh > h {
+        return Some(Err(format!("a JPEG tile of {dw}x{dh} px in {w}x{h} tiles")));
+    }
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(w);
+    limits.max_image_height = Some(h);
+    limits.max_alloc = Some(expected as u64);
+    if let Err(e) = decoder.set_limits(limits) {
+        return Some(Err(format!("JPEG: {e}")));
+    }
+    let total = decoder.total_bytes();
+    if total > expected as u64 {
+        return Some(Err(format!(
+            "a JPEG tile of {total} bytes where {expected} fit"
+        )));
+    }
+    let mut rgb = vec![0; total as usize];
+    Some(
+        decoder
+            .read_image(&mut rgb)
+            .map(|()| rgb)
+            .map_err(|e| format!("JPEG: {e}")),
+    )
 }
 
 fn webp(data: &[u8], (w, h): (u32, u32), expected: usize) -> Result<Vec<u8>, String> {
@@ -268,6 +318,34 @@ fn undo_horizontal_predictor(raw: &mut [u8], width: usize, samples: usize) {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn ycbcr_jpeg_tiles_decode_alike_through_either_decoder() {
+        let tile = RgbImage::from_fn(64, 64, |x, y| {
+            image::Rgb([(x * 4) as u8, (y * 4) as u8, ((x + y) * 2) as u8])
+        });
+        let mut bytes = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 90)
+            .encode_image(&tile)
+            .unwrap();
+        let expected = 64 * 64 * 3;
+        let fast = jpeg_ycbcr(&bytes, (64, 64), expected).unwrap().unwrap();
+        let slow = jpeg_decoder::Decoder::new(Cursor::new(&bytes))
+            .decode()
+            .unwrap();
+        assert_eq!((fast.len(), slow.len()), (expected, expected));
+        let worst = fast.iter().zip(&slow).map(|(a, b)| a.abs_diff(*b)).max();
+        assert!(worst.unwrap() <= 3, "{worst:?}");
+        // A tile larger than the file's tiles is refused, and a one-channel stream is left to
+        // jpeg-decoder.
+        assert!(jpeg_ycbcr(&bytes, (32, 32), expected).unwrap().is_err());
+        let grey = GrayImage::from_fn(16, 16, |x, _| image::Luma([(x * 16) as u8]));
+        let mut bytes = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new(&mut bytes)
+            .encode_image(&grey)
+            .unwrap();
+        assert!(jpeg_ycbcr(&bytes, (16, 16), 256).is_none());
+    }
 
     #[test]
     fn a_deflate_bomb_stops_at_the_tile_size() {
