@@ -273,20 +273,7 @@ impl Bench {
         let baseline = self.two_phase(&rt, &model, imagery, &main);
         drop(model);
         match &self.cog {
-            Some(cog) => {
-                let bytes = std::fs::read(cog).expect("the bench COG");
-                services.s3.put(function::BUCKET, geotiff::COG_KEY, &bytes);
-                drop(bytes);
-                let layout = geotiff::Layout::read(cog);
-                geotiff::run(
-                    &services,
-                    &self.cases,
-                    &main,
-                    &layout,
-                    chip,
-                    mean_tile_bytes,
-                );
-            }
+            Some(cog) => self.geotiff_case(&services, cog, &main, chip, mean_tile_bytes),
             None => println!("(no bench COG: run `make bench` for the GeoTIFF case)\n"),
         }
         if !quick {
@@ -314,23 +301,28 @@ impl Bench {
             variants.iter().map(|v| v.len() as f64).sum::<f64>() / variants.len() as f64;
         let services = Services::start(&self.model, self.ort_library.clone(), variants);
         let main = self.main_cases(&services);
-        let bytes = std::fs::read(cog).expect("the bench COG");
-        services.s3.put(function::BUCKET, geotiff::COG_KEY, &bytes);
-        drop(bytes);
         let chip = floor::Ort::load(&self.ort_library, &self.model)
             .model(1)
             .input
             .width as u32;
-        let layout = geotiff::Layout::read(cog);
-        geotiff::run(
-            &services,
-            &self.cases,
-            &main,
-            &layout,
-            chip,
-            mean_tile_bytes,
-        );
+        self.geotiff_case(&services, cog, &main, chip, mean_tile_bytes);
         println!("load average at end: {}", load_average());
+    }
+
+    /// The GeoTIFF case: the COG put on the loopback S3 server, then the main cases from it.
+    fn geotiff_case(
+        &self,
+        services: &Services,
+        cog: &std::path::Path,
+        main: &Main,
+        chip: u32,
+        mean_tile_bytes: f64,
+    ) {
+        let bytes = std::fs::read(cog).expect("the bench COG");
+        services.s3.put(function::BUCKET, geotiff::COG_KEY, &bytes);
+        drop(bytes);
+        let layout = geotiff::Layout::read(cog);
+        geotiff::run(services, &self.cases, main, &layout, chip, mean_tile_bytes);
     }
 
     /// `-- --profile N [NAME=VALUE…]`: one function process with the defaults (tile cache off)

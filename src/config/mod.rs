@@ -376,17 +376,6 @@ mod tests {
     }
 
     #[test]
-    fn vcpus_follow_lambda_memory() {
-        assert_eq!(lambda_vcpus(128), 1);
-        assert_eq!(lambda_vcpus(1769), 1);
-        assert_eq!(lambda_vcpus(3008), 2);
-        assert_eq!(lambda_vcpus(10_240), 6);
-        assert_eq!(default_inference_threads(8, Some(3008)), 2);
-        assert_eq!(default_inference_threads(2, Some(10_240)), 2);
-        assert_eq!(default_inference_threads(4, None), 4);
-    }
-
-    #[test]
     fn tile_url_names_a_template_a_geotiff_or_a_mosaic_and_each_mistake_is_named() {
         use crate::imagery::geotiff::Location;
         let c = config(&[BASE[0], ("TILE_URL", "s3://ortho/pl/sheet.tif")]).unwrap();
