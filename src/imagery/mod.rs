@@ -213,6 +213,12 @@ impl Imagery {
         self.cache.as_ref()?.lock().ok()?.get(key)
     }
 
+    /// Every image of `unit` from the warm cache (`keys` is the plan's image keys), or `None`
+    /// if any is missing.
+    pub fn cached_unit(&self, unit: &Unit, keys: &[String]) -> Option<Vec<Arc<Image>>> {
+        unit.images.iter().map(|&i| self.cached(&keys[i])).collect()
+    }
+
     /// The unit's images from the warm cache, else a seat on the one fetch of the unit in
     /// flight, started with `load()` when no other request has started it. `load` must keep
     /// what it decodes ([`Imagery::decode`] does), so no request misses both the cache and the
@@ -226,12 +232,7 @@ impl Imagery {
     where
         F: Future<Output = Loaded> + Send + 'static,
     {
-        let lookup = || {
-            unit.images
-                .iter()
-                .map(|&i| self.cached(&keys[i]))
-                .collect::<Option<Vec<_>>>()
-        };
+        let lookup = || self.cached_unit(unit, keys);
         self.flights.join_unless(&unit.key(keys), lookup, load)
     }
 

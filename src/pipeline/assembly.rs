@@ -280,12 +280,7 @@ async fn load_unit(run: Arc<Run>, index: usize) {
     run.shared.first_request.get_or_init(Instant::now);
     let late = run.shared.stop.load(Ordering::SeqCst) || Instant::now() >= run.cutoff;
     let joined = if late {
-        let cached: Option<Vec<Arc<Image>>> = unit
-            .images
-            .iter()
-            .map(|&i| run.imagery.cached(&keys[i]))
-            .collect();
-        match cached {
+        match run.imagery.cached_unit(unit, keys) {
             Some(images) => Joined::Found(images),
             None => {
                 for &i in &unit.images {
@@ -295,15 +290,17 @@ async fn load_unit(run: Arc<Run>, index: usize) {
             }
         }
     } else {
-        let (imagery, downloads, decodes, counters) = (
-            Arc::clone(&run.imagery),
-            Arc::clone(&run.download_slots),
-            Arc::clone(&run.decode_slots),
-            Arc::clone(&run.shared.ranges),
-        );
-        let (own, own_keys) = unit.detached(keys);
-        run.imagery.cached_or_join(unit, keys, move || {
-            fetch_and_decode(imagery, downloads, decodes, counters, own, own_keys)
+        // Only the request that starts the fetch copies the unit out of its plan.
+        run.imagery.cached_or_join(unit, keys, || {
+            let (own, own_keys) = unit.detached(keys);
+            fetch_and_decode(
+                Arc::clone(&run.imagery),
+                Arc::clone(&run.download_slots),
+                Arc::clone(&run.decode_slots),
+                Arc::clone(&run.shared.ranges),
+                own,
+                own_keys,
+            )
         })
     };
     let count = unit.images.len();
